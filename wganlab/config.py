@@ -1,0 +1,470 @@
+"""Typed, validated run configuration.
+
+A config is a YAML file with the sections ``data``, ``model``, ``constraint``, ``train`` and
+``optim`` plus a top-level ``seed``. Every key has a documented default here, so an experiment
+is a small diff over these defaults. Unknown keys, wrong types and impossible values raise a
+``ConfigError`` that names the key, never a traceback from deep inside the trainer.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key in the message."""
+
+
+@dataclass
+class DataConfig:
+    #: mnist5k (embedded, no download) | mnist | fashion-mnist | kmnist | idx (all need ``dir``)
+    #: | 8gaussians | 25gaussians | swissroll | checkerboard
+    name: str = "mnist5k"
+    #: folder of standard IDX files (``*-idx3-ubyte[.gz]``) for mnist / fashion-mnist / kmnist / idx
+    dir: Optional[str] = None
+    batch_size: int = 64
+    #: images are padded to this side length (MNIST 28 -> 32)
+    image_size: int = 32
+    #: use at most this many training images (None: all)
+    limit: Optional[int] = None
+    #: standard deviation of each Gaussian of the toy mixtures
+    toy_std: float = 0.02
+
+    def validate(self) -> None:
+        _check_choice("data.name", self.name, DATA_NAMES)
+        _positive("data.batch_size", self.batch_size)
+        if self.image_size < 28:
+            raise ConfigError(f"data.image_size must be >= 28 (got {self.image_size})")
+        if self.name in ("mnist", "fashion-mnist", "kmnist", "idx") and not self.dir:
+            raise ConfigError(
+                f"data.name={self.name} reads IDX files: set data.dir to their folder "
+                "(or use data.name=mnist5k, the embedded default)")
+        if self.limit is not None:
+            _positive("data.limit", self.limit)
+        _positive("data.toy_std", self.toy_std)
+
+
+DATA_NAMES = ("mnist5k", "mnist", "fashion-mnist", "kmnist", "idx",
+              "8gaussians", "25gaussians", "swissroll", "checkerboard")
+TOY_DATA = ("8gaussians", "25gaussians", "swissroll", "checkerboard")
+
+
+@dataclass
+class ModelConfig:
+    #: mlp (Table I) | dcgan (Table II) | toy (small MLPs for 2-D data)
+    name: str = "mlp"
+    z_dim: int = 100
+    #: Table I's "Batchnorm (param. 0.8)" is BatchNorm1d's eps in the code it comes from
+    bn_eps: float = 0.8
+    #: width and depth of the toy MLPs
+    toy_hidden: int = 256
+    toy_layers: int = 3
+    #: slope of the critic's LeakyReLU (Tables I and II: 0.2)
+    leaky_slope: float = 0.2
+
+    def validate(self) -> None:
+        _check_choice("model.name", self.name, ("mlp", "dcgan", "toy"))
+        _positive("model.z_dim", self.z_dim)
+        _positive("model.toy_hidden", self.toy_hidden)
+        _positive("model.toy_layers", self.toy_layers)
+        if self.bn_eps <= 0:
+            raise ConfigError(f"model.bn_eps must be > 0 (got {self.bn_eps})")
+        if self.leaky_slope < 0:
+            raise ConfigError(f"model.leaky_slope must be >= 0 (got {self.leaky_slope})")
+
+
+@dataclass
+class ConstraintConfig:
+    #: none | clip | invclip | gp | lp | r1 | gp-adaptive | sn, combined with '+' (e.g. clip+r1),
+    #: or the name of an entry of ``variants``
+    name: str = "clip"
+    #: clip bound: one float for every layer, or a list with one per Linear/Conv layer in order
+    clip: Union[float, list[float]] = 0.01
+    #: absolute: ``clip`` is the bound; fan_in: the bound of a layer is clip / sqrt(fan_in)
+    clip_scale: str = "absolute"
+    #: after: clip after each critic optimizer step; before: before each critic step (original WGAN code)
+    clip_when: str = "after"
+    #: which critic parameters clipping touches: any of weight, bias, norm
+    clip_params: list[str] = field(default_factory=lambda: ["weight", "bias"])
+    # --- invariance-aware clipping (invclip) ---
+    #: paper | paper-guarded | exact | function | output
+    solver: str = "exact"
+    alpha: float = 1.1
+    k_max: int = 5
+    sweeps: int = 1
+    #: transform the optimizer's state consistently with the rescaling
+    transform_state: bool = False
+    #: rescale every k critic steps (clipping still happens every step)
+    every: int = 1
+    #: refuse critics with layers that break the invariance instead of skipping them
+    strict: bool = False
+    #: output solver: weight of a cost on |log d| that keeps units' in/out balance from drifting
+    balance_weight: float = 0.0
+    #: output solver: use at most this many samples of the batch for its statistics
+    subsample: Optional[int] = None
+    # --- penalties ---
+    #: weight of gp / lp (WGAN-GP: 10; toy preset 0.1)
+    gp_lambda: float = 10.0
+    #: weight of r1 (gamma/2 * E||grad f(real)||^2)
+    r1_gamma: float = 10.0
+    #: gp-adaptive: the largest weight the adaptive rule may reach
+    adaptive_max: float = 10.0
+    #: spectral norm: power iterations per forward pass
+    sn_power_iterations: int = 1
+    #: named variants: {name: {key: value, ...}} overriding this section, e.g.
+    #: invclip-paper: {name: invclip, solver: paper}
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ConfigError("constraint.name is empty; use e.g. clip, invclip, gp or none")
+        if self.name not in self.variants:
+            for part in self.name.split("+"):
+                _check_choice("constraint.name", part, CONSTRAINT_NAMES)
+        clips = self.clip if isinstance(self.clip, list) else [self.clip]
+        if not clips or any(c <= 0 for c in clips):
+            raise ConfigError(f"constraint.clip must be > 0 (got {self.clip})")
+        _check_choice("constraint.clip_scale", self.clip_scale, ("absolute", "fan_in"))
+        _check_choice("constraint.clip_when", self.clip_when, ("after", "before"))
+        for p in self.clip_params:
+            _check_choice("constraint.clip_params", p, ("weight", "bias", "norm"))
+        _check_choice("constraint.solver", self.solver,
+                      ("paper", "paper-guarded", "exact", "function", "output"))
+        if self.alpha <= 1:
+            raise ConfigError(f"constraint.alpha must be > 1 (got {self.alpha})")
+        _positive("constraint.k_max", self.k_max)
+        _positive("constraint.sweeps", self.sweeps)
+        _positive("constraint.every", self.every)
+        for key in ("gp_lambda", "r1_gamma", "adaptive_max", "balance_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"constraint.{key} must be >= 0 (got {getattr(self, key)})")
+        _positive("constraint.sn_power_iterations", self.sn_power_iterations)
+        for vname, over in self.variants.items():
+            if not isinstance(over, dict):
+                raise ConfigError(f"constraint.variants.{vname} must be a mapping of keys")
+            resolved = self.resolve(vname)
+            resolved.variants = {}
+            resolved.validate()
+
+    def resolve(self, name: str | None = None) -> "ConstraintConfig":
+        """This section with the named variant's overrides applied (no variant: a copy)."""
+        name = self.name if name is None else name
+        base = copy.deepcopy(self)
+        base.name = name
+        if name not in self.variants:
+            return base
+        over = dict(self.variants[name])
+        over.setdefault("name", name)
+        data = dataclasses.asdict(base)
+        for k, v in over.items():
+            if k not in data or k == "variants":
+                raise ConfigError(f"constraint.variants.{name}.{k} is not a constraint key")
+            data[k] = v
+        data["variants"] = {}
+        out = _build(ConstraintConfig, data, f"constraint.variants.{name}")
+        if out.name in self.variants:
+            raise ConfigError(f"constraint.variants.{name}.name must be a base constraint name")
+        return out
+
+
+CONSTRAINT_NAMES = ("none", "clip", "invclip", "gp", "lp", "r1", "gp-adaptive", "sn")
+
+
+@dataclass
+class OptimizerConfig:
+    #: auto: the constraint's literature default (clipping: RMSProp; gp/lp: Adam (0.5, 0.9) 1e-4)
+    name: str = "auto"
+    lr: Optional[float] = None
+    betas: Optional[list[float]] = None
+    momentum: float = 0.0
+    #: RMSProp's smoothing constant (PyTorch's ``alpha``)
+    rms_alpha: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def validate(self, key: str) -> None:
+        _check_choice(f"{key}.name", self.name, ("auto", "rmsprop", "adam", "sgd"))
+        if self.lr is not None:
+            _positive(f"{key}.lr", self.lr)
+        if self.betas is not None:
+            if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+                raise ConfigError(f"{key}.betas must be two numbers in [0, 1) (got {self.betas})")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"{key}.momentum must be in [0, 1) (got {self.momentum})")
+        if not 0 < self.rms_alpha < 1:
+            raise ConfigError(f"{key}.rms_alpha must be in (0, 1) (got {self.rms_alpha})")
+        _positive(f"{key}.eps", self.eps)
+
+
+@dataclass
+class OptimConfig:
+    critic: OptimizerConfig = field(default_factory=OptimizerConfig)
+    generator: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+    def validate(self) -> None:
+        self.critic.validate("optim.critic")
+        self.generator.validate("optim.generator")
+
+
+@dataclass
+class TrainConfig:
+    #: stop after this many generator steps / critic steps / seconds (first reached wins)
+    generator_steps: Optional[int] = 2000
+    critic_steps: Optional[int] = None
+    budget_seconds: Optional[float] = None
+    #: CPU seconds of this process (evaluation excluded): not distorted by other load
+    budget_cpu_seconds: Optional[float] = None
+    n_critic: int = 5
+    #: critic steps per generator step during warm-up, for the first warmup_generator_steps
+    #: generator steps and every warmup_every-th one after (0: never)
+    warmup_n_critic: int = 100
+    warmup_generator_steps: int = 25
+    warmup_every: int = 500
+    #: log scalars every this many generator steps
+    log_every: int = 10
+    #: write a sample grid every this many generator steps (and at the end)
+    sample_every: int = 250
+    #: number of fixed latent vectors in the sample grid (a square works best)
+    sample_count: int = 64
+    #: cpu | cuda | auto
+    device: str = "cpu"
+    #: torch intra-op threads (0: PyTorch's default)
+    threads: int = 0
+    #: show a progress bar (auto: only on a terminal)
+    progress: str = "auto"
+    #: write TensorBoard event files
+    tensorboard: bool = True
+    #: checkpoint every this many generator steps (0: only at the end) / seconds
+    checkpoint_every: int = 0
+    checkpoint_seconds: Optional[float] = None
+    #: keep this many periodic checkpoints
+    keep_checkpoints: int = 2
+    #: evaluate (metrics) every this many generator steps / seconds of training time (0/None: off)
+    eval_every: int = 0
+    eval_seconds: Optional[float] = None
+    eval_samples: int = 2000
+
+    def validate(self) -> None:
+        if all(v is None for v in (self.generator_steps, self.critic_steps,
+                                   self.budget_seconds, self.budget_cpu_seconds)):
+            raise ConfigError("train needs a stopping rule: set train.generator_steps, "
+                              "train.critic_steps, train.budget_seconds or train.budget_cpu_seconds")
+        for key in ("generator_steps", "critic_steps", "budget_seconds", "budget_cpu_seconds",
+                    "checkpoint_seconds", "eval_seconds"):
+            v = getattr(self, key)
+            if v is not None and v <= 0:
+                raise ConfigError(f"train.{key} must be > 0 or null (got {v})")
+        for key in ("n_critic", "warmup_n_critic", "log_every", "sample_every", "sample_count",
+                    "keep_checkpoints", "eval_samples"):
+            _positive(f"train.{key}", getattr(self, key))
+        for key in ("warmup_generator_steps", "warmup_every", "threads", "checkpoint_every",
+                    "eval_every"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0 (got {getattr(self, key)})")
+        _check_choice("train.device", self.device, ("cpu", "cuda", "auto"))
+        _check_choice("train.progress", self.progress, ("auto", "on", "off"))
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def validate(self) -> "Config":
+        self.data.validate()
+        self.model.validate()
+        self.constraint.validate()
+        self.train.validate()
+        self.optim.validate()
+        toy_data = self.data.name in TOY_DATA
+        if toy_data != (self.model.name == "toy"):
+            raise ConfigError(
+                f"model.name={self.model.name} does not fit data.name={self.data.name}: "
+                "2-D toy data needs model.name=toy, images need mlp or dcgan")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short hash of the resolved config, stored with checkpoints."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or a preset name such as ``toy``), apply ``key=value`` overrides."""
+    raw: dict = {}
+    if path is not None:
+        raw = read_yaml(resolve_config_path(path))
+    for item in overrides or []:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    preset = PRESET_DIR / f"{p.name if p.suffix else p.name + '.yaml'}"
+    if not p.exists() and preset.is_file() and len(p.parts) <= 2:
+        return preset
+    presets = ", ".join(sorted(q.stem for q in PRESET_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {str(p)!r} not found (presets: {presets})")
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, "
+                          f"not {type(raw).__name__}")
+    return raw
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value (e.g. train.generator_steps=100), got {item!r}")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def from_dict(raw: dict) -> Config:
+    """Build and validate a Config from nested plain data."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping, not {type(raw).__name__}")
+    return _build(Config, raw, "").validate()
+
+
+def _build(cls, raw: Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping of keys, "
+                          f"not {type(raw).__name__} ({raw!r})")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = [n for n in names if n.startswith(str(key)[:3])]
+            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+            raise ConfigError(f"unknown config key {full!r}{hint}; valid keys here: "
+                              f"{', '.join(sorted(names))}")
+        kwargs[key] = _coerce(hints[key], value, full)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value: Any, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, {} if value is None else value, key)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key} has the wrong type: got {value!r}, "
+                          f"expected {_type_name(tp)}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = float(value)
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
+            return v
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+
+
+def _type_name(tp) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return " or ".join(getattr(a, "__name__", str(a)) for a in args)
+
+
+def _check_choice(key: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(map(str, choices))}")
+
+
+def _positive(key: str, value) -> None:
+    if value is None or value <= 0:
+        raise ConfigError(f"{key} must be > 0 (got {value})")
+
+
+def dump_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,80 @@
+"""Plain weight clipping (WGAN, Arjovsky et al. 2017): clamp critic parameters to a box."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..rescale.layers import NORM_LAYERS, _weight, layer_bounds, weight_layers
+from .base import Constraint
+from .registry import register
+
+
+class WeightClip(Constraint):
+    """Clamp every selected critic parameter to ``[-l, l]``, with ``l`` per layer.
+
+    ``clip``: a float for every Linear/Conv layer or a list, one per layer in order.
+    ``scale="fan_in"`` divides each by sqrt(fan_in) (seed 001's choice).
+    ``when="after"`` clips after each optimizer step (default); ``"before"`` clips before each
+    critic forward pass, as the original WGAN code does (the last step's update then reaches
+    the generator step unclipped).
+    ``params``: which parameters to touch: ``weight``, ``bias`` (a layer's bias shares its
+    layer's bound) and ``norm`` (normalisation layers' affine parameters, bound = largest bound).
+    """
+
+    name = "clip"
+    default_optimizer = {"name": "rmsprop", "lr": 5e-5}
+
+    def __init__(self, critic: nn.Module, clip: Union[float, Sequence[float]] = 0.01, *,
+                 scale: str = "absolute", when: str = "after",
+                 params: Sequence[str] = ("weight", "bias")):
+        super().__init__(critic)
+        if when not in ("after", "before"):
+            raise ValueError(f"when must be 'after' or 'before', got {when!r}")
+        bad = set(params) - {"weight", "bias", "norm"}
+        if bad:
+            raise ValueError(f"params may hold weight, bias, norm; got {sorted(bad)}")
+        self.when = when
+        self.bounds = layer_bounds(critic, clip, scale)
+        self.targets: list[tuple[torch.Tensor, float]] = []
+        for (_, layer), bound in zip(weight_layers(critic), self.bounds):
+            if "weight" in params:
+                self.targets.append((_weight(layer), bound))
+            if "bias" in params and getattr(layer, "bias", None) is not None:
+                self.targets.append((layer.bias, bound))
+        if "norm" in params:
+            top = max(self.bounds)
+            for m in critic.modules():
+                if isinstance(m, NORM_LAYERS):
+                    self.targets += [(p, top) for p in m.parameters(recurse=False)]
+
+    def prepare(self) -> None:
+        if self.when == "before":
+            self.clip_(diagnose=False)
+
+    @torch.no_grad()
+    def step(self, optimizer: Optional[torch.optim.Optimizer] = None, *,
+             diagnose: bool = False) -> None:
+        if self.when == "after":
+            self.clip_(diagnose=diagnose)
+
+    @torch.no_grad()
+    def clip_(self, diagnose: bool = False) -> None:
+        if diagnose:
+            total = sum(p.numel() for p, _ in self.targets)
+            clipped = sum(int((p.abs() > b).sum()) for p, b in self.targets)
+            dist2 = sum(float(((p.abs() - b).clamp_min(0) ** 2).sum()) for p, b in self.targets)
+            self._diagnostics = {"clip/fraction_clipped": clipped / max(total, 1),
+                                 "clip/box_distance": dist2 ** 0.5}
+        for p, b in self.targets:
+            p.clamp_(-b, b)
+
+    def __repr__(self) -> str:
+        return f"WeightClip(bounds={[round(b, 6) for b in self.bounds]}, when={self.when!r})"
+
+
+@register("clip")
+def _build(critic: nn.Module, cfg) -> WeightClip:
+    return WeightClip(critic, cfg.clip, scale=cfg.clip_scale, when=cfg.clip_when,
+                      params=cfg.clip_params)

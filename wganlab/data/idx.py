@@ -1,0 +1,103 @@
+"""Reader for the IDX format of MNIST, Fashion-MNIST and KMNIST (``.gz`` or not).
+
+Every malformed file raises :class:`DataError` naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A data file or folder that cannot be used, with the path and the reason."""
+
+
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+           0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Decode one IDX file into a numpy array (shape from its header)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read IDX file {path}: {e.strerror or e}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"IDX file {path} is a damaged gzip archive: {e}") from None
+    return parse_idx(raw, str(path))
+
+
+def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
+    if len(raw) < 4:
+        raise DataError(f"IDX file {name} is too short ({len(raw)} bytes) to hold a header")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"IDX file {name} has a wrong magic number "
+                        f"(first bytes {raw[:4].hex()}, expected 0000 then type and rank)")
+    code, ndim = raw[2], raw[3]
+    if code not in _DTYPES:
+        raise DataError(f"IDX file {name} has an unknown data type code 0x{code:02x}")
+    if ndim == 0:
+        raise DataError(f"IDX file {name} declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"IDX file {name} is truncated inside its header")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_DTYPES[code])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    body = len(raw) - header
+    if body < expected:
+        raise DataError(f"IDX file {name} is truncated: header says {dims} "
+                        f"({expected} bytes of data) but it holds {body}")
+    if body > expected:
+        raise DataError(f"IDX file {name} has {body - expected} bytes after the data its "
+                        f"header {dims} declares")
+    return np.frombuffer(raw, dtype=dtype, count=expected // dtype.itemsize,
+                         offset=header).reshape(dims)
+
+
+_PREFIX = {"train": "train", "test": "t10k"}
+
+
+def find_idx_pair(folder: str | Path, split: str = "train") -> tuple[Path, Path]:
+    """The image and label files of ``split`` in a standard IDX folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist or is not a folder "
+                        "(set data.dir to a folder of *-idx3-ubyte[.gz] files)")
+    prefix = _PREFIX[split]
+
+    def one(kind: str) -> Path:
+        hits = sorted(p for p in folder.iterdir()
+                      if p.name.startswith(prefix) and kind in p.name and p.is_file())
+        if not hits:
+            raise DataError(f"data folder {folder} has no {prefix}-*-{kind}-ubyte[.gz] file "
+                            f"for the {split} split")
+        return hits[0]
+
+    return one("idx3"), one("idx1")
+
+
+def load_idx_folder(folder: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W) uint8 and labels (N,) int64 of one split of an IDX folder."""
+    img_path, lab_path = find_idx_pair(folder, split)
+    images, labels = read_idx(img_path), read_idx(lab_path)
+    if images.ndim != 3:
+        raise DataError(f"IDX image file {img_path} has {images.ndim} dimensions, expected 3 "
+                        "(count, rows, cols)")
+    if labels.ndim != 1:
+        raise DataError(f"IDX label file {lab_path} has {labels.ndim} dimensions, expected 1")
+    if len(images) == 0:
+        raise DataError(f"IDX image file {img_path} holds no images")
+    if len(images) != len(labels):
+        raise DataError(f"{img_path} holds {len(images)} images but {lab_path} holds "
+                        f"{len(labels)} labels")
+    if images.dtype != np.uint8:
+        raise DataError(f"IDX image file {img_path} holds {images.dtype}, expected uint8 pixels")
+    return images, labels.astype(np.int64)
