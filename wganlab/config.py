@@ -153,9 +153,13 @@ class ConstraintConfig:
         for vname, over in self.variants.items():
             if not isinstance(over, dict):
                 raise ConfigError(f"constraint.variants.{vname} must be a mapping of keys")
-            resolved = self.resolve(vname)
-            resolved.variants = {}
-            resolved.validate()
+            try:
+                resolved = self.resolve(vname)
+                resolved.variants = {}
+                resolved.validate()
+            except ConfigError as e:
+                raise ConfigError(str(e).replace("constraint.", f"constraint.variants.{vname}.",
+                                                 1)) from None
 
     def resolve(self, name: str | None = None) -> "ConstraintConfig":
         """This section with the named variant's overrides applied (no variant: a copy)."""
@@ -241,8 +245,8 @@ class TrainConfig:
     device: str = "cpu"
     #: torch intra-op threads (0: PyTorch's default)
     threads: int = 0
-    #: show a progress bar (auto: only on a terminal)
-    progress: str = "auto"
+    #: show a progress bar: true, false, or auto (only on a terminal)
+    progress: Union[bool, str] = "auto"
     #: write TensorBoard event files
     tensorboard: bool = True
     #: checkpoint every this many generator steps (0: only at the end) / seconds
@@ -273,7 +277,8 @@ class TrainConfig:
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0 (got {getattr(self, key)})")
         _check_choice("train.device", self.device, ("cpu", "cuda", "auto"))
-        _check_choice("train.progress", self.progress, ("auto", "on", "off"))
+        if self.progress not in (True, False, "auto"):
+            raise ConfigError(f"train.progress must be true, false or auto (got {self.progress!r})")
 
 
 @dataclass

@@ -231,7 +231,7 @@ class Trainer:
 
     def _progress_bar(self):
         tc = self.config.train
-        show = tc.progress == "on" or (tc.progress == "auto" and sys.stderr.isatty())
+        show = tc.progress is True or (tc.progress == "auto" and sys.stderr.isatty())
         if not (show and self.is_main):
             return None
         from tqdm import tqdm
