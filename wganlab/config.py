@@ -237,6 +237,9 @@ class TrainConfig:
     warmup_every: int = 500
     #: log scalars every this many generator steps
     log_every: int = 10
+    #: Lipschitz diagnostics (gradient norms at interpolates/real/fake, spectral product)
+    #: every this many generator steps (0: off)
+    diagnostics_every: int = 100
     #: write a sample grid every this many generator steps (and at the end)
     sample_every: int = 250
     #: number of fixed latent vectors in the sample grid (a square works best)
@@ -273,6 +276,7 @@ class TrainConfig:
                     "keep_checkpoints", "eval_samples"):
             _positive(f"train.{key}", getattr(self, key))
         for key in ("warmup_generator_steps", "warmup_every", "threads", "checkpoint_every",
+                    "diagnostics_every",
                     "eval_every"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0 (got {getattr(self, key)})")

@@ -23,6 +23,7 @@ from torch import nn
 from ..config import TOY_DATA, Config, dump_config
 from ..constraints import build_constraint
 from ..data import make_stream, sample_toy
+from ..metrics.lipschitz import lipschitz_diagnostics
 from ..models import build_models
 from .images import image_grid, save_image_grid, save_toy_scatter
 from .logger import MetricsLogger
@@ -169,6 +170,8 @@ class Trainer:
         self._last["loss_critic"] = loss.detach()
         if penalty is not None:
             self._last["penalty"] = penalty.detach()
+        if diagnose:
+            self._last_batch = (real, fake)
 
     def _generator_step(self) -> None:
         self.critic.requires_grad_(False)
@@ -250,6 +253,11 @@ class Trainer:
         for k, v in self._last.items():
             record[k] = float(v)
         record.update(self.constraint.diagnostics())
+        every = self.config.train.diagnostics_every
+        batch = getattr(self, "_last_batch", None)
+        if every and batch is not None and self.generator_step % every == 0:
+            with self.clock:
+                record.update(lipschitz_diagnostics(self.critic, *batch))
         self._check_finite(record)
         if self.is_main:
             self.logger.log(record)
