@@ -132,6 +132,7 @@ class Trainer:
         #: extra callbacks run at each log step: fn(trainer, record) -> None (eval, checkpoints)
         self.callbacks: list[Callable[["Trainer", dict[str, Any]], None]] = []
         self._last: dict[str, torch.Tensor] = {}
+        self._last_eval_time, self._last_eval_step = 0.0, -1
 
     # ------------------------------------------------------------------ schedule
     def n_critic(self, g: int) -> int:
@@ -214,10 +215,14 @@ class Trainer:
                     if self.generator_step % tc.sample_every == 0:
                         with self.clock:
                             self._write_samples()
+                    if self._eval_due():
+                        self.evaluate()
                     for cb in self.callbacks:
                         cb(self, record if log_now else {})
             if not self.history or self.history[-1]["generator_step"] != self.generator_step:
                 record = self._log(bar)
+            if (tc.eval_every or tc.eval_seconds) and self._last_eval_step != self.generator_step:
+                self.evaluate()
             with self.clock:
                 self._write_samples()
                 self.save_final()
@@ -226,6 +231,31 @@ class Trainer:
                 bar.close()
             if self.is_main:
                 self.logger.close()
+        return record
+
+    def _eval_due(self) -> bool:
+        tc = self.config.train
+        if tc.eval_every and self.generator_step % tc.eval_every == 0:
+            return True
+        return bool(tc.eval_seconds) and self.clock.wall() - self._last_eval_time >= tc.eval_seconds
+
+    def evaluate(self) -> dict[str, Any]:
+        """Score ``train.eval_samples`` generated samples (exact W1 on toy data, classifier
+        features on images) and log them as ``eval/...``; its time is kept out of the budget."""
+        from ..metrics import evaluate, generator_sampler
+        with self.clock:
+            sampler = generator_sampler(self.generator, self.config.model.z_dim,
+                                        seed=self.config.seed + 424242)
+            results = evaluate(sampler, self.config.data, self.config.train.eval_samples,
+                               seed=self.config.seed)
+        self._last_eval_time = self.clock.wall()
+        self._last_eval_step = self.generator_step
+        record = {"generator_step": self.generator_step, "critic_step": self.critic_step,
+                  "wall_time": round(self.clock.wall(), 4), "cpu_time": round(self.clock.cpu(), 4),
+                  **results}
+        if self.is_main:
+            self.logger.log(record)
+            self.history.append(record)
         return record
 
     def _done(self) -> bool:
