@@ -9,6 +9,7 @@ Drop-in use in a plain PyTorch loop::
 """
 from .config import Config, ConfigError, load_config
 from .constraints import Constraint, WeightClip, build_constraint
+from .constraints import InvariantClip  # noqa: F401
 
 __version__ = "0.1.0"
 __all__ = ["Config", "ConfigError", "load_config", "Constraint", "WeightClip",

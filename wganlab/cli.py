@@ -11,14 +11,40 @@ from .config import ConfigError, load_config
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .data import DataError
-    from .train import Trainer, TrainingError
+    from .train import Trainer
+    from .train import checkpoint as ck
 
-    config = load_config(args.config, args.set)
-    out = Path(args.out) if args.out else Path("runs") / _default_name(args.config, config)
+    ckpt = None
+    if args.resume:
+        ckpt, source_run = ck.find_checkpoint(args.resume)
+        # the checkpoint's own config unless --config is given; --set applies to either
+        config = (load_config(args.config, args.set) if args.config
+                  else ck.resume_config(ckpt, args.set))
+        out = Path(args.out) if args.out else source_run
+    else:
+        config = load_config(args.config, args.set)
+        out = Path(args.out) if args.out else Path("runs") / _default_name(args.config, config)
+        if ck.list_checkpoints(out):
+            raise ck.CheckpointError(
+                f"{out} already holds checkpoints of a run: continue it with --resume {out}, "
+                "or choose another --out")
     if args.device:
         config.train.device = args.device
+    if ckpt is not None:
+        ck.check_resume_config(ckpt, config, force=args.force_resume)
+        explicit = Path(args.resume).resolve() == ckpt.path.resolve()
+        newer = [p for s, p in ck.list_checkpoints(source_run) if s > ckpt.generator_step]
+        if explicit and newer and out.resolve() == source_run.resolve():
+            if any(_valid(p) for p in newer):
+                raise ck.CheckpointError(
+                    f"{ckpt.path} is not the newest valid checkpoint of {source_run}: resuming "
+                    "from it in place would discard the newer ones; pass --out NEW_DIR to "
+                    "branch a new run from it")
     trainer = Trainer(config, out)
+    if ckpt is not None:
+        ck.restore(trainer, ckpt, source_run=source_run)
+        print(f"wganlab: resuming {out} from {ckpt.path.name} (generator step "
+              f"{ckpt.generator_step})", file=sys.stderr)
     print(f"wganlab: training {config.model.name} on {config.data.name} with "
           f"constraint {trainer.constraint.name} -> {out}", file=sys.stderr)
     record = trainer.run()
@@ -26,6 +52,45 @@ def _train(args: argparse.Namespace) -> int:
     print(f"wganlab: done at generator step {trainer.generator_step} "
           f"(critic step {trainer.critic_step}, {trainer.clock.wall():.1f} s"
           + (f", W estimate {w:.4g}" if w is not None else "") + f"); outputs in {out}",
+          file=sys.stderr)
+    return 0
+
+
+def _valid(path: Path) -> bool:
+    from .train.checkpoint import CheckpointError, load_checkpoint
+    try:
+        load_checkpoint(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .report.compare import CompareError, Plan, Threshold, execute, report_only
+
+    try:
+        if args.report_only:
+            report_only(Path(args.out))
+            print(f"wganlab: report rewritten in {args.out}", file=sys.stderr)
+            return 0
+        if not args.config:
+            raise CompareError("--config is required (unless --report-only)")
+        budget = {"generator_steps": args.generator_steps, "budget_seconds": args.budget_seconds,
+                  "budget_cpu_seconds": args.budget_cpu_seconds}
+        if sum(v is not None for v in budget.values()) != 1:
+            raise CompareError("give exactly one budget: --budget-seconds, "
+                               "--budget-cpu-seconds or --generator-steps")
+        plan = Plan(config=args.config, out=Path(args.out), budget=budget, sets=args.set,
+                    constraints=[c.strip() for c in args.constraints.split(",") if c.strip()],
+                    seeds=[int(s) for s in args.seeds.split(",") if s.strip()],
+                    threads=args.threads,
+                    thresholds=[Threshold.parse(t) for t in args.threshold],
+                    final_eval=not args.no_final_eval, final_eval_samples=args.eval_samples)
+        execute(plan, log=lambda m: print(f"wganlab compare: {m}", file=sys.stderr, flush=True))
+    except CompareError as e:
+        print(f"wganlab: compare error: {e}", file=sys.stderr)
+        return 2
+    print(f"wganlab: comparison written to {args.out} (report.md, results.json, plots/)",
           file=sys.stderr)
     return 0
 
@@ -45,7 +110,35 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set constraint.name=gp (repeatable)")
     t.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override train.device")
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR from its newest valid checkpoint (or from the "
+                   "checkpoint folder DIR); its config is used unless --config is given, "
+                   "--set may change the stopping keys (e.g. train.generator_steps)")
+    t.add_argument("--force-resume", action="store_true",
+                   help="resume even though the config differs in keys that change training")
     t.set_defaults(func=_train)
+    c = sub.add_parser("compare", help="train several constraints x seeds at equal budget "
+                       "and write a report")
+    c.add_argument("--config", "-c", help="YAML config file or preset name")
+    c.add_argument("--constraints", default="clip", help="comma-separated constraint names "
+                   "or variants of the config (the first is the baseline)")
+    c.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    c.add_argument("--budget-seconds", type=float, help="training wall seconds per run")
+    c.add_argument("--budget-cpu-seconds", type=float, help="training CPU seconds per run")
+    c.add_argument("--generator-steps", type=int, help="generator steps per run")
+    c.add_argument("--out", "-o", required=True, help="comparison folder (resumed if it exists)")
+    c.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for every run (repeatable)")
+    c.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    c.add_argument("--threshold", action="append", default=[], metavar="METRIC<VALUE",
+                   help="report time to reach it, e.g. eval/w1<0.05 (repeatable)")
+    c.add_argument("--eval-samples", type=int, default=2000,
+                   help="samples for the final evaluation of each run")
+    c.add_argument("--no-final-eval", action="store_true",
+                   help="skip evaluating each final generator")
+    c.add_argument("--report-only", action="store_true",
+                   help="only re-render report.md and plots from results.json")
+    c.set_defaults(func=_compare)
     return p
 
 
@@ -57,13 +150,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as e:
         print(f"wganlab: config error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from .train.checkpoint import RunInterrupted
+        if isinstance(e, RunInterrupted):
+            run = e.checkpoint.parent.parent if e.checkpoint is not None else None
+            hint = f"; continue with: wganlab train --resume {run}" if run is not None else ""
+            print(f"wganlab: {e}{hint}", file=sys.stderr)
+            return e.exit_code
         print("wganlab: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the project's own clear errors, never a deep traceback
         from .data import DataError
         from .train import TrainingError
-        if isinstance(e, (DataError, TrainingError, ValueError)):
+        from .train.checkpoint import CheckpointError
+        if isinstance(e, (DataError, TrainingError, CheckpointError, ValueError, OSError)):
             print(f"wganlab: error: {e}", file=sys.stderr)
             return 1
         raise

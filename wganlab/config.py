@@ -257,6 +257,10 @@ class TrainConfig:
     checkpoint_seconds: Optional[float] = None
     #: keep this many periodic checkpoints
     keep_checkpoints: int = 2
+    #: also keep the checkpoint with the best value of this logged metric (e.g. eval/fd;
+    #: null: off), lower is better unless best_mode is max
+    best_metric: Optional[str] = None
+    best_mode: str = "min"
     #: evaluate (metrics) every this many generator steps / seconds of training time (0/None: off)
     eval_every: int = 0
     eval_seconds: Optional[float] = None
@@ -281,6 +285,7 @@ class TrainConfig:
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0 (got {getattr(self, key)})")
         _check_choice("train.device", self.device, ("cpu", "cuda", "auto"))
+        _check_choice("train.best_mode", self.best_mode, ("min", "max"))
         if self.progress not in (True, False, "auto"):
             raise ConfigError(f"train.progress must be true, false or auto (got {self.progress!r})")
 
@@ -347,7 +352,7 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: bad dates
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if raw is None:
         return {}
@@ -366,7 +371,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r} has an empty key")
     try:
         value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         value = text
     return key, value
 
@@ -386,7 +391,19 @@ def from_dict(raw: dict) -> Config:
     """Build and validate a Config from nested plain data."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping, not {type(raw).__name__}")
+    _check_tree(raw)
     return _build(Config, raw, "").validate()
+
+
+def _check_tree(node: Any, path: tuple = (), depth: int = 0) -> None:
+    """Refuse self-referencing (YAML alias) and absurdly deep configs before walking them."""
+    if not isinstance(node, (dict, list)):
+        return
+    if depth > 32 or any(node is p for p in path):
+        raise ConfigError("the config refers to itself (a YAML alias inside its own anchor) "
+                          "or is nested too deeply")
+    for v in (node.values() if isinstance(node, dict) else node):
+        _check_tree(v, path + (node,), depth + 1)
 
 
 def _build(cls, raw: Any, prefix: str):
@@ -447,6 +464,11 @@ def _coerce(tp, value: Any, key: str):
             return int(value)
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key} must be a number, got {value!r}") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             v = float(value)
             if v != v or v in (float("inf"), float("-inf")):

@@ -1,6 +1,7 @@
 """Lipschitz strategies for the critic, each a small object behind one interface."""
 from .base import Compose, Constraint
 from .clip import WeightClip
+from .invariant import InvariantClip  # noqa: F401  (registers "invclip")
 from .penalty import (AdaptiveGradientPenalty, GradientPenalty, LipschitzPenalty,
                       R1Penalty)
 from .spectral import SpectralNorm

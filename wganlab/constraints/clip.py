@@ -6,9 +6,30 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ..rescale.impact import ImpactProbe
 from ..rescale.layers import NORM_LAYERS, _weight, layer_bounds, weight_layers
 from .base import Constraint
 from .registry import register
+
+
+def clip_targets(critic: nn.Module, bounds: Sequence[float],
+                 params: Sequence[str]) -> list[tuple[int, torch.Tensor, float]]:
+    """(weight-layer index, parameter, bound) for every parameter clipping touches.
+
+    A layer's bias shares its layer's bound; normalisation layers' affine parameters (index
+    -1) get the largest bound."""
+    out: list[tuple[int, torch.Tensor, float]] = []
+    for i, ((_, layer), bound) in enumerate(zip(weight_layers(critic), bounds)):
+        if "weight" in params:
+            out.append((i, _weight(layer), bound))
+        if "bias" in params and getattr(layer, "bias", None) is not None:
+            out.append((i, layer.bias, bound))
+    if "norm" in params:
+        top = max(bounds)
+        for m in critic.modules():
+            if isinstance(m, NORM_LAYERS):
+                out += [(-1, p, top) for p in m.parameters(recurse=False)]
+    return out
 
 
 class WeightClip(Constraint):
@@ -21,6 +42,10 @@ class WeightClip(Constraint):
     the generator step unclipped).
     ``params``: which parameters to touch: ``weight``, ``bias`` (a layer's bias shares its
     layer's bound) and ``norm`` (normalisation layers' affine parameters, bound = largest bound).
+
+    With ``step(diagnose=True)`` after :meth:`observe`, it also reports the projection's impact
+    on the critic's output (``clip/impact``, ``clip/impact_rms``, ``clip/loss_change``; see
+    :mod:`wganlab.rescale.impact`).
     """
 
     name = "clip"
@@ -37,17 +62,7 @@ class WeightClip(Constraint):
             raise ValueError(f"params may hold weight, bias, norm; got {sorted(bad)}")
         self.when = when
         self.bounds = layer_bounds(critic, clip, scale)
-        self.targets: list[tuple[torch.Tensor, float]] = []
-        for (_, layer), bound in zip(weight_layers(critic), self.bounds):
-            if "weight" in params:
-                self.targets.append((_weight(layer), bound))
-            if "bias" in params and getattr(layer, "bias", None) is not None:
-                self.targets.append((layer.bias, bound))
-        if "norm" in params:
-            top = max(self.bounds)
-            for m in critic.modules():
-                if isinstance(m, NORM_LAYERS):
-                    self.targets += [(p, top) for p in m.parameters(recurse=False)]
+        self.targets = [(p, b) for _, p, b in clip_targets(critic, self.bounds, params)]
 
     def prepare(self) -> None:
         if self.when == "before":
@@ -56,8 +71,13 @@ class WeightClip(Constraint):
     @torch.no_grad()
     def step(self, optimizer: Optional[torch.optim.Optimizer] = None, *,
              diagnose: bool = False) -> None:
-        if self.when == "after":
-            self.clip_(diagnose=diagnose)
+        if self.when != "after":
+            return
+        probe = ImpactProbe(self.critic, self.batch) if diagnose and self.batch is not None \
+            else None
+        self.clip_(diagnose=diagnose)
+        if probe is not None:
+            self._diagnostics.update(probe.measure("clip/"))
 
     @torch.no_grad()
     def clip_(self, diagnose: bool = False) -> None:

@@ -5,6 +5,7 @@ Every malformed file raises :class:`DataError` naming the file and what is wrong
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"IDX file {name} is truncated inside its header")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_DTYPES[code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow on absurd headers
     body = len(raw) - header
     if body < expected:
         raise DataError(f"IDX file {name} is truncated: header says {dims} "
@@ -58,8 +59,11 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     if body > expected:
         raise DataError(f"IDX file {name} has {body - expected} bytes after the data its "
                         f"header {dims} declares")
-    return np.frombuffer(raw, dtype=dtype, count=expected // dtype.itemsize,
-                         offset=header).reshape(dims)
+    try:
+        return np.frombuffer(raw, dtype=dtype, count=expected // dtype.itemsize,
+                             offset=header).reshape(dims)
+    except ValueError as e:  # e.g. more dimensions than numpy supports
+        raise DataError(f"IDX file {name} declares an unusable shape {dims}: {e}") from None
 
 
 _PREFIX = {"train": "train", "test": "t10k"}
@@ -71,10 +75,16 @@ def find_idx_pair(folder: str | Path, split: str = "train") -> tuple[Path, Path]
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist or is not a folder "
                         "(set data.dir to a folder of *-idx3-ubyte[.gz] files)")
+    if split not in _PREFIX:
+        raise DataError(f"split must be train or test, got {split!r}")
     prefix = _PREFIX[split]
+    try:
+        entries = list(folder.iterdir())
+    except OSError as e:
+        raise DataError(f"cannot list data folder {folder}: {e.strerror or e}") from None
 
     def one(kind: str) -> Path:
-        hits = sorted(p for p in folder.iterdir()
+        hits = sorted(p for p in entries
                       if p.name.startswith(prefix) and kind in p.name and p.is_file())
         if not hits:
             raise DataError(f"data folder {folder} has no {prefix}-*-{kind}-ubyte[.gz] file "
@@ -95,6 +105,11 @@ def load_idx_folder(folder: str | Path, split: str = "train") -> tuple[np.ndarra
         raise DataError(f"IDX label file {lab_path} has {labels.ndim} dimensions, expected 1")
     if len(images) == 0:
         raise DataError(f"IDX image file {img_path} holds no images")
+    if 0 in images.shape[1:]:
+        raise DataError(f"IDX image file {img_path} declares empty images "
+                        f"({images.shape[1]}x{images.shape[2]})")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"IDX label file {lab_path} holds {labels.dtype}, expected integer labels")
     if len(images) != len(labels):
         raise DataError(f"{img_path} holds {len(images)} images but {lab_path} holds "
                         f"{len(labels)} labels")

@@ -25,6 +25,8 @@ from ..constraints import build_constraint
 from ..data import make_stream, sample_toy
 from ..metrics.lipschitz import lipschitz_diagnostics
 from ..models import build_models
+from .checkpoint import Checkpointer
+from .guard import check_finite
 from .images import image_grid, save_image_grid, save_toy_scatter
 from .logger import MetricsLogger
 from .optim import make_optimizer, resolve_optimizer
@@ -133,6 +135,8 @@ class Trainer:
         self.callbacks: list[Callable[["Trainer", dict[str, Any]], None]] = []
         self._last: dict[str, torch.Tensor] = {}
         self._last_eval_time, self._last_eval_step = 0.0, -1
+        #: checkpoint schedule, resume bookkeeping, SIGINT/SIGTERM (see checkpoint.py)
+        self.checkpoints = Checkpointer(self)
 
     # ------------------------------------------------------------------ schedule
     def n_critic(self, g: int) -> int:
@@ -198,6 +202,7 @@ class Trainer:
         bar = self._progress_bar()
         self.clock = Clock(*getattr(self, "_resume_clock", (0.0, 0.0)))
         record: dict[str, Any] = {}
+        self.checkpoints.start()
         try:
             while not self._done():
                 g = self.generator_step
@@ -219,14 +224,17 @@ class Trainer:
                         self.evaluate()
                     for cb in self.callbacks:
                         cb(self, record if log_now else {})
+                    self.checkpoints.after_step(record if log_now else {})
             if not self.history or self.history[-1]["generator_step"] != self.generator_step:
                 record = self._log(bar)
             if (tc.eval_every or tc.eval_seconds) and self._last_eval_step != self.generator_step:
                 self.evaluate()
             with self.clock:
+                self.checkpoints.final()
                 self._write_samples()
                 self.save_final()
         finally:
+            self.checkpoints.stop()
             if bar is not None:
                 bar.close()
             if self.is_main:
@@ -288,6 +296,7 @@ class Trainer:
         if every and batch is not None and self.generator_step % every == 0:
             with self.clock:
                 record.update(lipschitz_diagnostics(self.critic, *batch))
+        check_finite(self)  # weights, gradients, losses: one sync (guard.py)
         self._check_finite(record)
         if self.is_main:
             self.logger.log(record)

@@ -1,0 +1,275 @@
+"""InvariantClip end to end: rescaling keeps the critic's function, the step lands in the box,
+the optimizer-state transform matches autograd on rescaled copies, diagnostics and state."""
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from wganlab import InvariantClip, WeightClip
+from wganlab.config import ConstraintConfig
+from wganlab.constraints import build_constraint
+from wganlab.models import dcgan_critic, mlp_critic
+from wganlab.rescale import find_pairs, rescale_pair_, transform_state_
+
+SETTINGS = settings(max_examples=30, deadline=None)
+SOLVERS = ["paper", "paper-guarded", "exact", "function"]
+
+
+# ----------------------------------------------------------------------------- random critics
+
+def activation(draw):
+    kind = draw(st.sampled_from(["relu", "leaky", "identity"]))
+    if kind == "relu":
+        return nn.ReLU()
+    if kind == "identity":
+        return nn.Identity()
+    return nn.LeakyReLU(draw(st.floats(-0.5, 1.5)))
+
+
+@st.composite
+def critics(draw):
+    """(critic, input) for random MLP, conv, and conv -> flatten -> linear critics."""
+    torch.manual_seed(draw(st.integers(0, 2 ** 20)))
+    kind = draw(st.sampled_from(["mlp", "conv", "convflat"]))
+    bias = draw(st.booleans())
+    if kind == "mlp":
+        widths = draw(st.lists(st.integers(1, 7), min_size=2, max_size=4))
+        layers: list[nn.Module] = []
+        for i, o in zip(widths, widths[1:] + [1]):
+            layers += [nn.Linear(i, o, bias=bias), activation(draw)]
+        return nn.Sequential(*layers[:-1]), torch.randn(9, widths[0])
+    c1, c2 = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    layers = [nn.Conv2d(2, c1, 3, padding=1, bias=bias), activation(draw)]
+    if draw(st.booleans()):
+        layers.append(draw(st.sampled_from([nn.MaxPool2d(2), nn.AvgPool2d(2)])))
+    else:
+        layers.append(nn.Conv2d(c1, c1, 3, stride=2, padding=1, bias=bias))
+        layers.append(activation(draw))
+    if kind == "conv":
+        layers += [nn.Conv2d(c1, c2, 2, bias=bias), activation(draw), nn.Conv2d(c2, 1, 1)]
+    else:
+        layers += [nn.Conv2d(c1, c2, 1, bias=bias), activation(draw), nn.Flatten(),
+                   nn.Linear(c2 * 2 * 2, 1, bias=bias)]
+    return nn.Sequential(*layers), torch.randn(9, 2, 4, 4)
+
+
+def tight_bounds(critic, frac):
+    """Per-layer bounds at a fraction of each layer's largest weight, so rescaling matters."""
+    return [max(float(m.weight.detach().abs().max()) * frac, 1e-3)
+            for m in critic.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def rel_change(f0, f1):
+    return float((f1 - f0).norm() / f0.norm().clamp_min(1e-30))
+
+
+# ----------------------------------------------------------------------------- properties
+
+@SETTINGS
+@given(critics(), st.sampled_from(SOLVERS), st.sampled_from([torch.float32, torch.float64]),
+       st.floats(0.2, 1.2), st.integers(1, 2))
+def test_rescaling_alone_keeps_the_function(net_x, solver, dtype, frac, sweeps):
+    net, x = net_x
+    net, x = net.to(dtype), x.to(dtype)
+    proj = InvariantClip(net, tight_bounds(net, frac), solver=solver, sweeps=sweeps)
+    proj.observe(x)
+    with torch.no_grad():
+        f0 = net(x)
+        scales = proj.rescale()
+        f1 = net(x)
+    assert len(scales) == len(proj.pairs)
+    assert rel_change(f0, f1) < (1e-5 if dtype == torch.float32 else 1e-12)
+
+
+@SETTINGS
+@given(critics(), st.integers(0, 2 ** 20))
+def test_any_positive_scales_keep_the_function_float64(net_x, seed):
+    net, x = net_x
+    net, x = net.double(), x.double()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        f0 = net(x)
+        for pair in find_pairs(net):
+            rescale_pair_(pair, torch.exp(2 * torch.randn(pair.units, generator=g, dtype=torch.float64)))
+        assert rel_change(f0, net(x)) < 1e-12
+
+
+@SETTINGS
+@given(critics(), st.sampled_from(SOLVERS), st.floats(0.2, 1.2))
+def test_step_lands_in_the_box(net_x, solver, frac):
+    net, x = net_x
+    bounds = tight_bounds(net, frac)
+    proj = InvariantClip(net, bounds, solver=solver)
+    proj.observe(x)
+    proj.step(None, diagnose=True)
+    for _, p, b in proj.targets:  # the bound as the parameter's dtype holds it
+        assert p.abs().max() <= torch.tensor(b, dtype=p.dtype)
+    assert proj.diagnostics()["invclip/fraction_clipped"] >= 0
+
+
+# ----------------------------------------------------------------------------- optimizer state
+
+def small_critic(kind):
+    if kind == "linear":
+        return nn.Sequential(nn.Linear(5, 6), nn.LeakyReLU(0.2), nn.Linear(6, 4), nn.ReLU(),
+                             nn.Linear(4, 1)), (8, 5)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.LeakyReLU(0.1),
+                         nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 2 * 2, 1)), (8, 2, 4, 4)
+
+
+OPTIMIZERS = {
+    "rmsprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-2, eps=1e-30),
+    "rmsprop-momentum": lambda ps: torch.optim.RMSprop(ps, lr=1e-2, momentum=0.9, eps=1e-30),
+    "rmsprop-centered": lambda ps: torch.optim.RMSprop(ps, lr=1e-2, momentum=0.5, centered=True,
+                                                       eps=1e-30),
+    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-2, eps=1e-30),
+    "adam-amsgrad": lambda ps: torch.optim.Adam(ps, lr=1e-2, amsgrad=True, eps=1e-30),
+    "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9),
+}
+
+
+def wgan_loss(net, x):
+    f = net(x)
+    half = x.shape[0] // 2
+    return -(f[:half].mean() - f[half:].mean())
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_state_transform_matches_autograd_on_rescaled_copies(kind, opt_name):
+    torch.manual_seed(0)
+    net, shape = small_critic(kind)
+    net = net.double()
+    pairs = find_pairs(net)
+    ds = [torch.exp(0.7 * torch.randn(p.units, dtype=torch.float64)) for p in pairs]
+    opt = OPTIMIZERS[opt_name](net.parameters())
+    shadow_params = [torch.zeros_like(p, requires_grad=True) for p in net.parameters()]
+    shadow = OPTIMIZERS[opt_name](shadow_params)
+    for _ in range(4):
+        x = torch.randn(*shape, dtype=torch.float64)
+        twin = copy.deepcopy(net)  # the rescaled critic at this trajectory point
+        with torch.no_grad():
+            for pair, d in zip(find_pairs(twin), ds):
+                rescale_pair_(pair, d)
+        wgan_loss(twin, x).backward()
+        for sp, tp in zip(shadow_params, twin.parameters()):
+            sp.grad = tp.grad.clone()
+        shadow.step()
+        opt.zero_grad()
+        wgan_loss(net, x).backward()
+        opt.step()
+    for pair, d in zip(pairs, ds):
+        transform_state_(opt, pair, d)
+    checked = 0
+    for p, sp in zip(net.parameters(), shadow_params):
+        for key, value in opt.state[p].items():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                assert torch.allclose(value, shadow.state[sp][key], rtol=1e-9, atol=1e-15), key
+                checked += 1
+    assert checked >= len(list(net.parameters()))
+
+
+def test_invariant_clip_transforms_state_when_asked():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 1)).double()
+    opt = torch.optim.RMSprop(net.parameters(), lr=0.1)
+    wgan_loss(net, torch.randn(6, 4, dtype=torch.float64)).backward()
+    opt.step()
+    sq_in = opt.state[net[0].weight]["square_avg"].clone()
+    sq_out = opt.state[net[2].weight]["square_avg"].clone()
+    proj = InvariantClip(net, 0.05, transform_state=True)
+    (d,) = proj.rescale(opt)
+    assert torch.allclose(opt.state[net[0].weight]["square_avg"], sq_in * d[:, None] ** 2)
+    assert torch.allclose(opt.state[net[2].weight]["square_avg"], sq_out / d[None, :] ** 2)
+
+
+# ----------------------------------------------------------------------------- behaviour
+
+def test_paper_rescales_a_feasible_critic_exact_leaves_it():
+    torch.manual_seed(2)
+    net = mlp_critic()
+    before = [p.detach().clone() for p in net.parameters()]
+    exact = InvariantClip(net, 1.0, solver="exact")
+    exact.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    paper = InvariantClip(net, 1.0, solver="paper")
+    scales = paper.rescale()
+    assert all(torch.allclose(d, torch.full_like(d, 1.1)) for d in scales)
+
+
+def test_diagnostics_keys_and_impact():
+    torch.manual_seed(3)
+    net = mlp_critic()
+    x = torch.randn(16, 1, 32, 32)
+    clip = [0.035, 0.045, 0.0625]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(1.3)
+    twin = copy.deepcopy(net)
+    proj = InvariantClip(net, clip, solver="exact")
+    proj.observe(x)
+    proj.step(None, diagnose=True)
+    diag = proj.diagnostics()
+    for key in ["invclip/impact", "invclip/impact_rms", "invclip/loss_change",
+                "invclip/box_before_L0", "invclip/box_after_L0", "invclip/clipped_L0",
+                "invclip/box_before_L2", "invclip/box_before", "invclip/box_after",
+                "invclip/fraction_clipped", "balance/L0_median", "balance/L0_p10",
+                "balance/L0_p90", "balance/L1_absmedian", "invclip/logd_max_L1"]:
+        assert key in diag and isinstance(diag[key], float), key
+    assert diag["invclip/box_after"] <= diag["invclip/box_before"]
+    assert diag["invclip/impact"] > 0
+    plain = WeightClip(twin, clip)
+    plain.observe(x)
+    plain.step(None, diagnose=True)
+    d2 = plain.diagnostics()
+    assert d2["clip/impact"] > 0 and "clip/loss_change" in d2
+
+
+def test_no_impact_without_clipping():
+    net = mlp_critic()
+    proj = WeightClip(net, 10.0)
+    proj.observe(torch.randn(4, 1, 32, 32))
+    proj.step(None, diagnose=True)
+    assert proj.diagnostics()["clip/impact"] == 0.0
+
+
+def test_every_and_state_dict():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    proj = InvariantClip(net, 0.01, solver="paper", every=3)
+    rescaled = []
+    for _ in range(7):
+        proj.step(None, diagnose=True)
+        rescaled.append(proj.diagnostics()["invclip/rescaled"])
+    assert rescaled == [1, 0, 0, 1, 0, 0, 1]
+    state = proj.state_dict()
+    other = InvariantClip(net, 0.01, solver="paper", every=3)
+    other.load_state_dict(state)
+    other.step(None, diagnose=True)
+    assert other.diagnostics()["invclip/rescaled"] == 0.0 and other.steps == 8
+
+
+def test_built_from_config():
+    cfg = ConstraintConfig(name="invclip", solver="paper", clip=[0.05, 0.008, 0.006, 0.004],
+                           sweeps=2, every=2, transform_state=True, strict=True)
+    proj = build_constraint(dcgan_critic(), cfg)
+    assert isinstance(proj, InvariantClip)
+    assert (proj.solver, proj.sweeps, proj.every, proj.transform_state) == ("paper", 2, 2, True)
+    assert len(proj.pairs) == 3 and proj.bounds == [0.05, 0.008, 0.006, 0.004]
+
+
+def test_strict_mode_refuses_batchnorm():
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1))
+    with pytest.raises(ValueError, match="BatchNorm1d"):
+        InvariantClip(net, 0.01, strict=True)
+    proj = InvariantClip(net, 0.01, params=("weight", "bias", "norm"))
+    assert proj.pairs == [] and any(k == -1 for k, _, _ in proj.targets)
+
+
+def test_unknown_solver():
+    with pytest.raises(ValueError, match="unknown rescaling solver"):
+        InvariantClip(mlp_critic(), 0.01, solver="nope")

@@ -1,0 +1,270 @@
+"""Runs that survive: a run killed with SIGKILL and resumed ends bit-identical to an
+uninterrupted one; repeated kills during checkpoint writes never leave a checkpoint that loads
+wrong; SIGINT/SIGTERM checkpoint and exit 130/143; resuming with another config is refused.
+
+Determinism needed on CPU: the same thread count (``train.threads=1``, OMP_NUM_THREADS=1);
+the trainer's own seeding and the checkpointed RNG states do the rest."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wganlab.cli import main
+from wganlab.constraints import available
+from wganlab.train import Trainer
+from wganlab.train.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint,
+                                      resume)
+
+from conftest import REPO, tiny_config
+
+CONSTRAINTS = ["clip", "invclip", "gp"]
+STEPS = 40
+CLI_SETS = {"model.toy_hidden": 16, "data.batch_size": 32, "train.n_critic": 2,
+            "train.warmup_generator_steps": 0, "train.log_every": 2, "train.threads": 1,
+            "train.tensorboard": "false", "train.progress": "false", "train.sample_every": 1000,
+            "train.checkpoint_every": 1, "train.keep_checkpoints": 3,
+            "train.generator_steps": STEPS}
+
+
+def cli_args(out: Path, constraint: str) -> list[str]:
+    sets = {**CLI_SETS, "constraint.name": constraint}
+    args = ["train", "--config", "toy", "--out", str(out)]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+def newest_step(run: Path) -> int:
+    steps = [s for s, _ in list_checkpoints(run)]
+    return steps[0] if steps else -1
+
+
+def weights(run: Path) -> dict:
+    return {f"{n}.{k}": v for n in ("generator", "critic")
+            for k, v in load_file(run / f"{n}.safetensors").items()}
+
+
+def log_records(run: Path) -> list[dict]:
+    """metrics.jsonl without clock readings (they differ between any two runs)."""
+    out = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["generator_step"] % CLI_SETS["train.log_every"] == 0:
+            out.append({k: v for k, v in rec.items() if not k.endswith("_time")})
+    return out
+
+
+@pytest.fixture(scope="module")
+def killed_runs(tmp_path_factory):
+    """One `python -m wganlab train` per constraint, started together (their start-up is the
+    slow part) and each SIGKILLed once its checkpoint of a random step has appeared."""
+    root = tmp_path_factory.mktemp("killed")
+    rng = random.Random(7)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    procs = {}
+    for c in CONSTRAINTS:
+        if c in available():
+            procs[c] = (subprocess.Popen([sys.executable, "-m", "wganlab", *cli_args(root / c, c)],
+                                         env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE),
+                        rng.randint(3, STEPS // 2))
+    kills = {}
+    deadline = time.monotonic() + 120
+    while procs and time.monotonic() < deadline:
+        for c, (proc, at) in list(procs.items()):
+            step = newest_step(root / c)
+            if step >= at or proc.poll() is not None:
+                proc.kill()
+                proc.wait()
+                kills[c] = (proc.returncode, at, step, proc.stderr.read().decode())
+                del procs[c]
+        time.sleep(0.005)
+    for proc, _ in procs.values():  # pragma: no cover - only on a hung child
+        proc.kill()
+    return root, kills
+
+
+@pytest.mark.parametrize("constraint", CONSTRAINTS)
+def test_resume_after_sigkill_is_bit_identical(killed_runs, tmp_path, constraint, capsys):
+    if constraint not in available():
+        pytest.skip(f"constraint {constraint} is not registered yet")
+    root, kills = killed_runs
+    rc, at, step, err = kills[constraint]
+    assert rc == -signal.SIGKILL, f"the run was not killed mid-way (rc {rc}): {err}"
+    assert at <= step < STEPS
+    run = root / constraint
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "resuming" in capsys.readouterr().err
+    ref = tmp_path / "ref"
+    assert main(cli_args(ref, constraint)) == 0
+    a, b = weights(ref), weights(run)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    assert log_records(run) == log_records(ref)  # history cut back and continued, no duplicates
+
+
+# ----------------------------------------------------------------------------- kill storm
+
+STORM = {"train.generator_steps": 60, "train.checkpoint_every": 1, "train.keep_checkpoints": 2,
+         "train.log_every": 3}
+
+
+def forked(fn, stderr: Path | None = None) -> int:
+    """Run ``fn`` in a forked child (cheap: torch is already imported); returns its pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            if stderr is not None:
+                fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+                os.dup2(fd, 2)
+            code = fn()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def storm_child(run: Path):
+    def go() -> int:
+        t = Trainer(tiny_config(**STORM), run)
+        try:
+            resume(t, run)
+        except CheckpointError:  # killed before any checkpoint was complete: start afresh
+            pass
+        t.run()
+        return 0
+    return go
+
+
+def check_on_disk(run: Path, reference: dict) -> tuple[int, int]:
+    """Every checkpoint directory either loads and equals the uninterrupted run's state at
+    its step, or is rejected as invalid. Returns (valid, invalid) counts."""
+    valid = invalid = 0
+    for step, path in list_checkpoints(run):
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError:
+            invalid += 1
+            continue
+        valid += 1
+        ref = reference[step]
+        for key in ("generator", "critic", "opt_generator", "opt_critic", "stream", "rng"):
+            assert _equal(ckpt.state[key], ref[key]), f"{path}: {key} differs"
+        assert ckpt.critic_step == ref["counters"]["critic_step"]
+    return valid, invalid
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_repeated_kills_never_leave_a_wrong_checkpoint(tmp_path):
+    import copy
+    reference: dict[int, dict] = {}
+    ref = Trainer(tiny_config(**STORM), tmp_path / "ref")
+    ref.callbacks.append(lambda t, r: reference.__setitem__(t.generator_step,
+                                                            copy.deepcopy(t.state_dict())))
+    ref.run()
+    run = tmp_path / "run"
+    rng = random.Random(11)
+    kills = valid = invalid = interrupted = 0
+    while kills < 22:
+        pid = forked(storm_child(run), tmp_path / "stderr.txt")
+        time.sleep(rng.uniform(0.02, 0.3))
+        os.kill(pid, signal.SIGKILL)
+        assert exit_code(pid) in (-signal.SIGKILL, 0), (tmp_path / "stderr.txt").read_text()
+        kills += 1
+        root = run / "checkpoints"
+        interrupted += root.is_dir() and any(p.name.startswith(".tmp-") for p in root.iterdir())
+        v, i = check_on_disk(run, reference)
+        valid, invalid = valid + v, invalid + i
+    pid = forked(storm_child(run), tmp_path / "stderr.txt")
+    assert exit_code(pid) == 0, (tmp_path / "stderr.txt").read_text()
+    check_on_disk(run, reference)
+    a, b = weights(tmp_path / "ref"), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    print(f"{kills} kills, {interrupted} during a write; checkpoints seen: {valid} valid, "
+          f"{invalid} invalid (skipped)")
+
+
+# ----------------------------------------------------------------------------- signals
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_writes_a_checkpoint_and_exits(tmp_path, sig):
+    out, err = tmp_path / "run", tmp_path / "stderr.txt"
+    args = cli_args(out, "clip")
+    args[args.index(f"train.generator_steps={STEPS}")] = "train.generator_steps=100000"
+    args[args.index("train.checkpoint_every=1")] = "train.checkpoint_every=0"
+    pid = forked(lambda: main(args), err)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until it trains (a record is logged)
+        m = out / "metrics.jsonl"
+        if m.exists() and m.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.01)
+    os.kill(pid, sig)
+    assert exit_code(pid) == 128 + sig
+    text = err.read_text()
+    assert f"stopped by {signal.Signals(sig).name} at generator step" in text
+    assert f"--resume {out}" in text and "Traceback" not in text
+    (step, path), = list_checkpoints(out)
+    ckpt = load_checkpoint(path)
+    assert ckpt.manifest["reason"] == "signal" and ckpt.generator_step == step > 0
+    assert main(["train", "--resume", str(out), "--set", f"train.generator_steps={step + 2}"]) == 0
+    assert newest_step(out) == step + 2
+
+
+# ----------------------------------------------------------------------------- config checks
+
+def test_resume_with_another_config_is_refused_listing_keys(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = cli_args(out, "clip")
+    args[args.index(f"train.generator_steps={STEPS}")] = "train.generator_steps=4"
+    assert main(args) == 0
+    capsys.readouterr()
+    rc = main(["train", "--resume", str(out), "--set", "constraint.clip=0.5", "--set", "seed=3"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "wganlab: error:" in err
+    assert "constraint.clip: 0.1 -> 0.5" in err and "seed: 0 -> 3" in err
+    assert "--force-resume" in err
+    # extending the run is allowed; a fresh run into the same folder is refused
+    assert main(["train", "--resume", str(out), "--set", "train.generator_steps=6"]) == 0
+    assert newest_step(out) == 6
+    assert main(args) == 1
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--force-resume", "--set", "seed=3",
+                 "--set", "train.generator_steps=8"]) == 0
+    assert newest_step(out) == 8
+    steps = [json.loads(x)["generator_step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)
+
+
+def test_resume_of_nothing_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "checkpoints" / "step_0000003").mkdir(parents=True)
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "MANIFEST.json is missing" in err and "no valid checkpoint" in err

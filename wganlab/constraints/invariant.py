@@ -1,0 +1,174 @@
+"""Invariance-aware weight clipping (seed 001, Algorithm 2): after the optimizer step, move the
+critic along its invariant curves (per-unit rescaling, the function unchanged) towards the
+clipping box, then clip. The maths lives in :mod:`wganlab.rescale`; this is the thin object the
+trainer (or anyone's plain loop) calls::
+
+    proj = InvariantClip(critic, clip=[0.035, 0.045, 0.0625], solver="exact")
+    ...; opt.step(); proj.step(opt)
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..rescale import (ImpactProbe, find_pairs, get_solver, log_balance, rescale_critic_,
+                       transform_state_, unit_norms)
+from ..rescale.layers import layer_bounds
+from .base import Constraint
+from .clip import clip_targets
+from .registry import register
+
+
+class InvariantClip(Constraint):
+    """Rescale hidden units towards the box, then clip every selected parameter to it.
+
+    ``clip``, ``scale``, ``params``, ``when``: the box and parameter selection, as
+    :class:`WeightClip`. ``solver``: ``exact`` (minimiser of eq. 7), ``paper`` (Algorithm 1 as
+    printed, with ``alpha`` and ``k_max``), ``paper-guarded`` (a unit keeps Algorithm 1's d only
+    where it lowers its own distance to the box), ``function`` (data-weighted, needs
+    :meth:`observe`), or any solver registered in :mod:`wganlab.rescale.sweep`.
+    ``sweeps``: passes over the hidden layers (forward order). ``every``: rescale on every
+    k-th step only (clipping happens every step). ``transform_state``: transform the
+    optimizer's moments consistently with the rescaling. ``strict``: raise on layers that break
+    the invariance instead of skipping them with a warning. ``options``: extra solver options.
+    """
+
+    name = "invclip"
+    default_optimizer = {"name": "rmsprop", "lr": 5e-5}
+
+    def __init__(self, critic: nn.Module, clip: Union[float, Sequence[float]] = 0.01, *,
+                 scale: str = "absolute", params: Sequence[str] = ("weight", "bias"),
+                 when: str = "after", solver: str = "exact", alpha: float = 1.1,
+                 k_max: int = 5, sweeps: int = 1, transform_state: bool = False,
+                 every: int = 1, strict: bool = False,
+                 options: Optional[dict[str, Any]] = None):
+        super().__init__(critic)
+        if when not in ("after", "before"):
+            raise ValueError(f"when must be 'after' or 'before', got {when!r}")
+        bad = set(params) - {"weight", "bias", "norm"}
+        if bad:
+            raise ValueError(f"params may hold weight, bias, norm; got {sorted(bad)}")
+        if alpha <= 1 or k_max < 1 or sweeps < 1 or every < 1:
+            raise ValueError("need alpha > 1 and k_max, sweeps, every >= 1 "
+                             f"(got {alpha}, {k_max}, {sweeps}, {every})")
+        get_solver(solver)  # fail now on an unknown name
+        self.solver, self.sweeps, self.every, self.when = solver, sweeps, every, when
+        self.transform_state = transform_state
+        self.params = tuple(params)
+        self.options = {"alpha": alpha, "k_max": k_max, **(options or {})}
+        self.bounds = layer_bounds(critic, clip, scale)
+        self.targets = clip_targets(critic, self.bounds, self.params)
+        self.pairs = find_pairs(critic, strict=strict)
+        self.steps = 0
+        self.last_scales: list[Tensor] = []
+        self._work: dict[int, dict[str, Tensor]] = {}  # per-layer scratch, reused every step
+        self._optimizer: Optional[torch.optim.Optimizer] = None
+
+    # -- the projection ---------------------------------------------------------------------
+    @torch.no_grad()
+    def rescale(self, optimizer: Optional[torch.optim.Optimizer] = None) -> list[Tensor]:
+        """Rescale (no clipping); return the scale d of each hidden layer (one tensor per
+        rescaled layer, forward order). Transforms ``optimizer``'s state if so configured."""
+        scales = rescale_critic_(self.pairs, self.bounds, self.solver, params=self.params,
+                                 sweeps=self.sweeps, options=self.options, critic=self.critic,
+                                 batch=self.batch, work=self._work)
+        if self.transform_state and optimizer is not None:
+            for pair, d in zip(self.pairs, scales):
+                transform_state_(optimizer, pair, d)
+        self.last_scales = scales
+        return scales
+
+    @torch.no_grad()
+    def clip_(self) -> None:
+        for _, p, b in self.targets:
+            p.clamp_(-b, b)
+
+    def prepare(self) -> None:
+        if self.when == "before":
+            self._project(self._optimizer, diagnose=False)
+
+    @torch.no_grad()
+    def step(self, optimizer: Optional[torch.optim.Optimizer] = None, *,
+             diagnose: bool = False) -> None:
+        self._optimizer = optimizer
+        if self.when == "after":
+            self._project(optimizer, diagnose)
+
+    def _project(self, optimizer, diagnose: bool) -> None:
+        due = self.steps % self.every == 0
+        self.steps += 1
+        if not diagnose:
+            if due:
+                self.rescale(optimizer)
+            self.clip_()
+            return
+        probe = ImpactProbe(self.critic, self.batch) if self.batch is not None else None
+        before = self._box_stats()
+        scales = self.rescale(optimizer) if due else []
+        after = self._box_stats() if due else before
+        self.clip_()
+        self._diagnostics = self._report(before, after, scales)
+        if probe is not None:
+            self._diagnostics.update(probe.measure("invclip/"))
+
+    # -- diagnostics ------------------------------------------------------------------------
+    def _box_stats(self) -> dict[int, tuple[float, int, int]]:
+        """Per weight layer (-1: norm layers): (squared distance to the box, entries outside,
+        entries)."""
+        out: dict[int, list] = {}
+        for k, p, b in self.targets:
+            excess = (p.detach().abs() - b).clamp_min_(0)
+            s = out.setdefault(k, [0.0, 0, 0])
+            s[0] += float(excess.double().square().sum())
+            s[1] += int(torch.count_nonzero(excess))
+            s[2] += p.numel()
+        return {k: tuple(v) for k, v in out.items()}
+
+    def _report(self, before, after, scales: list[Tensor]) -> dict[str, float]:
+        diag: dict[str, float] = {"invclip/rescaled": float(bool(scales))}
+        for k in sorted(before):
+            tag = "norm" if k < 0 else f"L{k}"
+            diag[f"invclip/box_before_{tag}"] = before[k][0] ** 0.5
+            diag[f"invclip/box_after_{tag}"] = after[k][0] ** 0.5
+            diag[f"invclip/clipped_{tag}"] = after[k][1] / max(after[k][2], 1)
+        diag["invclip/box_before"] = sum(v[0] for v in before.values()) ** 0.5
+        diag["invclip/box_after"] = sum(v[0] for v in after.values()) ** 0.5
+        diag["invclip/fraction_clipped"] = (sum(v[1] for v in after.values())
+                                            / max(sum(v[2] for v in after.values()), 1))
+        for pair, d in zip(self.pairs, scales):
+            logd = d.double().log().abs()
+            diag[f"invclip/logd_max_L{pair.index_in}"] = float(logd.max())
+            diag[f"invclip/logd_median_L{pair.index_in}"] = float(logd.median())
+            diag[f"invclip/moved_L{pair.index_in}"] = float((d != 1).double().mean())
+        for pair in self.pairs:
+            bal = log_balance(*(n.double() for n in unit_norms(pair)))
+            q = torch.quantile(bal, bal.new_tensor([0.1, 0.5, 0.9]))
+            tag = f"balance/L{pair.index_in}"
+            diag[f"{tag}_p10"], diag[f"{tag}_median"], diag[f"{tag}_p90"] = map(float, q)
+            diag[f"{tag}_absmedian"] = float(bal.abs().median())
+        return diag
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state.get("steps", 0))
+
+    def __repr__(self) -> str:
+        return (f"InvariantClip(solver={self.solver!r}, bounds={[round(b, 6) for b in self.bounds]}, "
+                f"pairs={len(self.pairs)}, sweeps={self.sweeps}, every={self.every}, "
+                f"transform_state={self.transform_state})")
+
+
+@register("invclip")
+def _build(critic: nn.Module, cfg) -> InvariantClip:
+    return InvariantClip(critic, cfg.clip, scale=cfg.clip_scale, params=cfg.clip_params,
+                         when=cfg.clip_when, solver=cfg.solver, alpha=cfg.alpha,
+                         k_max=cfg.k_max, sweeps=cfg.sweeps,
+                         transform_state=cfg.transform_state, every=cfg.every,
+                         strict=cfg.strict,
+                         options={"balance_weight": cfg.balance_weight,
+                                  "subsample": cfg.subsample})

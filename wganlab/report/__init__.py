@@ -1,0 +1,1 @@
+"""Comparisons across runs: equal-budget tables, verdicts and plots."""

@@ -1,0 +1,117 @@
+"""The sweep: solve each hidden layer's scales and apply them, layer after layer (seed 001 §III).
+
+Solvers are looked up by name in :data:`SOLVERS`; a solver is a function of a
+:class:`SolveContext` (the pure ones in :mod:`.solvers` only read ``a``, ``b`` and the bounds).
+Add one with ``@register_solver("name")``; a solver living in ``wganlab.rescale.<name>`` is
+imported on first use, so a new file needs no edit here.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import solvers
+from .apply import incoming, outgoing, rescale_pair_
+from .discovery import UnitPair
+
+
+@dataclass
+class SolveContext:
+    """What a solver may use to choose d for one hidden layer (read ``a``/``b`` lazily)."""
+    pair: UnitPair
+    #: position of ``pair`` in the sweep
+    index: int
+    l_in: float
+    l_out: float
+    #: which parameters the box constrains (weight, bias)
+    params: Sequence[str] = ("weight", "bias")
+    #: solver options (alpha, k_max, tol, ...)
+    options: dict[str, Any] = field(default_factory=dict)
+    critic: Optional[nn.Module] = None
+    #: the critic's input of this step (real and fake halves), None outside training
+    batch: Optional[Tensor] = None
+    #: scratch shared by all layers and sweeps of one rescaling (e.g. activation statistics)
+    cache: dict[str, Any] = field(default_factory=dict)
+    #: this layer's buffers, kept across steps (large temporaries cost page faults on CPU)
+    work: Optional[dict[str, Tensor]] = None
+
+    @cached_property
+    def a(self) -> Tensor:
+        """[U, ...] magnitudes of the constrained entries entering each unit."""
+        return incoming(self.pair, self.params, self.work)
+
+    @cached_property
+    def b(self) -> Tensor:
+        """[U, ...] magnitudes of the constrained entries leaving each unit."""
+        return outgoing(self.pair, self.params, self.work)
+
+
+SolverFn = Callable[[SolveContext], Tensor]
+SOLVERS: dict[str, SolverFn] = {}
+
+
+def register_solver(name: str):
+    """Decorator: ``@register_solver("mine")`` on a function ``(ctx: SolveContext) -> d [U]``."""
+    def deco(fn: SolverFn) -> SolverFn:
+        SOLVERS[name] = fn
+        return fn
+    return deco
+
+
+def get_solver(name: str) -> SolverFn:
+    if name not in SOLVERS:
+        try:
+            importlib.import_module(f"{__package__}.{name.replace('-', '_')}")
+        except ImportError:
+            pass
+    if name not in SOLVERS:
+        raise ValueError(f"unknown rescaling solver {name!r}; choose from "
+                         f"{', '.join(sorted(SOLVERS))}")
+    return SOLVERS[name]
+
+
+@register_solver("paper")
+def _paper(ctx: SolveContext) -> Tensor:
+    return solvers.paper(ctx.a, ctx.b, ctx.l_in, ctx.l_out, ctx.options.get("alpha", 1.1),
+                         ctx.options.get("k_max", 5), work=ctx.work)
+
+
+@register_solver("paper-guarded")
+def _paper_guarded(ctx: SolveContext) -> Tensor:
+    return solvers.paper_guarded(ctx.a, ctx.b, ctx.l_in, ctx.l_out,
+                                 ctx.options.get("alpha", 1.1), ctx.options.get("k_max", 5),
+                                 work=ctx.work)
+
+
+@register_solver("exact")
+def _exact(ctx: SolveContext) -> Tensor:
+    return solvers.exact(ctx.a, ctx.b, ctx.l_in, ctx.l_out, tol=ctx.options.get("tol"),
+                         work=ctx.work)
+
+
+@torch.no_grad()
+def rescale_critic_(pairs: Sequence[UnitPair], bounds: Sequence[float], solver: str = "exact",
+                    *, params: Sequence[str] = ("weight", "bias"), sweeps: int = 1,
+                    options: Optional[dict[str, Any]] = None, critic: Optional[nn.Module] = None,
+                    batch: Optional[Tensor] = None,
+                    work: Optional[dict[int, dict[str, Tensor]]] = None) -> list[Tensor]:
+    """Rescale every pair in place, in forward order, ``sweeps`` times; return each hidden
+    layer's total scale d (the product over sweeps). ``bounds`` is indexed by weight layer.
+    ``work`` (kept by the caller across steps) holds each layer's scratch buffers."""
+    fn = get_solver(solver)
+    totals: list[Optional[Tensor]] = [None] * len(pairs)
+    cache: dict[str, Any] = {"pairs": list(pairs)}
+    for _ in range(sweeps):
+        for k, pair in enumerate(pairs):
+            ctx = SolveContext(pair, k, bounds[pair.index_in], bounds[pair.index_out], params,
+                               dict(options or {}), critic, batch, cache,
+                               None if work is None else work.setdefault(k, {}))
+            d = fn(ctx)
+            rescale_pair_(pair, d)
+            totals[k] = d if totals[k] is None else totals[k] * d
+    return [t for t in totals if t is not None]

@@ -1,0 +1,88 @@
+"""The finite-value guard: stop a diverged run with the step and the network, early and cheaply.
+
+Checking every step would cost a host sync per step on a GPU, so the guard runs where the loop
+syncs anyway: at every log step (``train.log_every``) and before every checkpoint is written.
+Each check is one fused reduction over all weights, gradients, buffers and the step's losses of
+both networks, read back with a single sync; the slow search for the culprits runs only when
+something is wrong. A run that diverges is therefore caught within ``log_every`` generator
+steps, and never checkpointed: the last good checkpoint stays the newest one.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Trainer
+
+
+def _tensors(net: str, module: nn.Module) -> Iterator[tuple[str, str, torch.Tensor]]:
+    for name, p in module.named_parameters():
+        yield net, f"weight {name}", p
+        if p.grad is not None:
+            yield net, f"gradient of {name}", p.grad
+    for name, b in module.named_buffers():
+        yield net, f"buffer {name}", b
+
+
+def _losses(last: dict[str, torch.Tensor]) -> Iterator[tuple[str, str, torch.Tensor]]:
+    for key, v in last.items():
+        if isinstance(v, torch.Tensor):
+            yield ("generator" if key.endswith("generator") else "critic"), key, v
+
+
+def find_nonfinite(items: Iterable[tuple[str, str, torch.Tensor]]) -> list[tuple[str, str]]:
+    """(network, what) of every tensor holding a nan or inf; one host sync when all is well."""
+    items = [(n, w, t.detach()) for n, w, t in items
+             if t.is_floating_point() or t.is_complex()]
+    if not items:
+        return []
+    devices = {t.device for _, _, t in items}
+    if len(devices) == 1:
+        flags = torch.stack([torch.isfinite(t).all() for _, _, t in items])
+    else:  # pragma: no cover - networks on several devices
+        flags = torch.tensor([bool(torch.isfinite(t).all()) for _, _, t in items])
+    if bool(flags.all()):
+        return []
+    bad = (~flags).nonzero().flatten().tolist()
+    return [(items[i][0], items[i][1]) for i in bad]
+
+
+def check_finite(trainer: "Trainer", when: str = "log") -> None:
+    """Raise TrainingError naming the step, the network(s) and the tensors if any weight,
+    gradient, buffer or last loss of the trainer is not finite."""
+    items = [*_tensors("generator", trainer.generator), *_tensors("critic", trainer.critic),
+             *_losses(getattr(trainer, "_last", {}))]
+    bad = find_nonfinite(items)
+    if not bad:
+        return
+    from .trainer import TrainingError
+    parts = []
+    for net in ("critic", "generator"):
+        what = [w for n, w in bad if n == net]
+        if what:
+            more = f" and {len(what) - 4} more" if len(what) > 4 else ""
+            parts.append(f"the {net} ({', '.join(what[:4])}{more})")
+    ckpt = getattr(getattr(trainer, "checkpoints", None), "last_path", None)
+    action = " (no checkpoint written)" if when == "checkpoint" else ""
+    raise TrainingError(
+        f"non-finite values at generator step {trainer.generator_step} "
+        f"(critic step {trainer.critic_step}) in {' and in '.join(parts)}; the run "
+        f"diverged and stops{action}. Last good checkpoint: {ckpt or 'none'}. "
+        "Try a lower learning rate or a stronger constraint.")
+
+
+def first_nonfinite(state: dict, prefix: str = "") -> Optional[str]:
+    """The path of the first non-finite floating tensor in a nested state (for tests/tools)."""
+    for k, v in state.items() if isinstance(state, dict) else enumerate(state):
+        path = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, torch.Tensor):
+            if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()):
+                return path
+        elif isinstance(v, (dict, list, tuple)):
+            found = first_nonfinite(v, path)
+            if found:
+                return found
+    return None
