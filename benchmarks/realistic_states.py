@@ -26,7 +26,7 @@ import torch
 from _common import BOUNDS, box_distance, critic_step, generator_step, mnist_images, models
 from wganlab import InvariantClip, WeightClip
 from wganlab.data import BatchStream
-from wganlab.rescale import critic_output
+from wganlab.rescale import critic_output, find_pairs, log_balance, unit_norms
 
 SOLVERS = ["paper", "paper-guarded", "exact", "function"]
 
@@ -72,50 +72,55 @@ def main() -> None:
         s: {"box_ratio": [], "impact_ratio": [], "impact": [], "logd_median": [], "ms": [],
             **{f"box_ratio_L{k}": [] for k in range(3)}} for s in args.solvers}
     clip_impacts: list[float] = []
+    clip_rel: list[float] = []
+    violating: dict[int, list[float]] = {k: [] for k in range(3)}
     balance: list[float] = []
     t0 = time.time()
+    first = find_pairs(C)[0]
+
+    def load() -> None:
+        for p, s in zip(twin.parameters(), snapshot):
+            p.copy_(s)
+
     for step in range(args.steps):
         batch = critic_step(G, C, opt_c, stream.next())
         with torch.no_grad():
             snapshot = [p.detach().clone() for p in C.parameters()]
             f_unc = critic_output(C, probe)
-            before = box_distance(projs[args.solvers[0]].targets if args.solvers
-                                  else plain_targets(plain))
-            per_before = [box_distance([t for t in projs[args.solvers[0]].targets if t[0] == k])
-                          for k in range(3)] if args.solvers else []
-
-            def load() -> None:
-                for p, s in zip(twin.parameters(), snapshot):
-                    p.copy_(s)
             load()
+            targets = list(next(iter(projs.values())).targets) if projs else []
+            before = box_distance(targets)
+            per_before = [box_distance([t for t in targets if t[0] == k]) for k in range(3)]
+            for k, p, b in targets:
+                violating[k].append(float((p.abs() > b).float().mean()))
             plain.clip_()
             d_clip = float((critic_output(twin, probe) - f_unc).norm())
             clip_impacts.append(d_clip)
+            clip_rel.append(d_clip / float(f_unc.norm()))
             for s, proj in projs.items():
                 load()
                 proj.observe(batch)
                 t = time.perf_counter()
                 scales = proj.rescale()
                 after = box_distance(proj.targets)
+                per_after = [box_distance([t for t in proj.targets if t[0] == k])
+                             for k in range(3)]
                 proj.clip_()
                 rows[s]["ms"].append((time.perf_counter() - t) * 1e3)
                 d = float((critic_output(twin, probe) - f_unc).norm())
                 r = rows[s]
                 if before > 0:
                     r["box_ratio"].append(after / before)
-                    for k in range(3):
-                        if per_before[k] > 0:
-                            r[f"box_ratio_L{k}"].append(box_distance(
-                                [t for t in proj.targets if t[0] == k]) / per_before[k])
+                for k in range(3):
+                    if per_before[k] > 0:
+                        r[f"box_ratio_L{k}"].append(per_after[k] / per_before[k])
                 if d_clip > 0:
                     r["impact_ratio"].append(d / d_clip)
                 r["impact"].append(d)
                 r["logd_median"].append(float(torch.cat(scales).double().log().abs().median()))
         driver.step(opt_c)
-        if isinstance(driver, InvariantClip) or step % 25 == 0:
-            from wganlab.rescale import log_balance, unit_norms
-            pair = find_first_pair(C)
-            balance.append(float(log_balance(*unit_norms(pair)).abs().median()))
+        if step % 10 == 0 or step == args.steps - 1:
+            balance.append(float(log_balance(*unit_norms(first)).abs().median()))
         if (step + 1) % args.gen_every == 0:
             generator_step(G, C, opt_g, 128)
     elapsed = time.time() - t0
@@ -131,7 +136,9 @@ def main() -> None:
                   "trajectory": args.trajectory, "probe": "256 fixed real digits",
                   "steps": args.steps, "seconds": round(elapsed, 1)},
         "clip_impact": quantiles(clip_impacts),
-        "balance_L0_absmedian_trajectory": balance,
+        "clip_relative_impact": quantiles(clip_rel),
+        "fraction_outside_box_after_step": {f"L{k}": quantiles(v) for k, v in violating.items()},
+        "balance_L0_absmedian_every_10_steps": balance,
         "solvers": {s: {k: quantiles(v) for k, v in r.items() if v} for s, r in rows.items()},
     }
     out = Path(args.out or Path(__file__).parent / "results" /
@@ -144,15 +151,6 @@ def main() -> None:
         b, i = r.get("box_ratio"), r.get("impact_ratio")
         fmt = (lambda q: f"{q['median']:.3g} ({q['p10']:.3g}-{q['p90']:.3g})" if q else "-")
         print(f"{s:<15}{fmt(b):>28}{fmt(i):>30}{r['ms']['median']:>8.2f}")
-
-
-def find_first_pair(C):
-    from wganlab.rescale import find_pairs
-    return find_pairs(C)[0]
-
-
-def plain_targets(plain: WeightClip):
-    return [(0, p, b) for p, b in plain.targets]
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ PY=${PY:-python}
 
 # common: no TensorBoard, no progress bar, one thread
 QUIET=(--set train.tensorboard=false --set train.progress=false --threads 1)
+# arguments after the block name go to every compare, e.g. --report-only to report on the
+# runs finished so far without training more
+BLOCK=${1:-all}; shift || true
+EXTRA=("$@")
 
 toy() {
   # every constraint the registry lists (none excluded), the preset's invclip variants.
@@ -28,31 +32,50 @@ toy() {
   local data=$1
   local cons=clip,invclip-paper,invclip-exact,invclip-exact-state,gp,lp,r1,gp-adaptive,sn
   $PY -m wganlab compare --config toy --constraints "$cons" --seeds "$SEEDS" \
-    --budget-cpu-seconds "${TOY_CPU:-15}" --out "$OUT/toy-$data" "${QUIET[@]}" \
+    --budget-cpu-seconds "${TOY_CPU:-15}" --out "$OUT/toy-$data" "${QUIET[@]}" "${EXTRA[@]}" \
     --set data.name=$data --set model.toy_hidden=128 --set train.eval_every=100 \
     --set train.eval_samples=1000 --set train.sample_every=200 --set train.diagnostics_every=0 \
     --set train.log_every=20 \
     --eval-samples 2000 --threshold "eval/w1<0.5" --threshold "eval/w1<0.2"
 }
 
-mlp() {
+mlp_compare() {
   # Table I at equal CPU time. Changed from the paper to fit the budget: the 100-critic-step
-  # warm-up covers the first 5 generator steps (paper: 100 epochs; original WGAN: 25).
-  $PY -m wganlab compare --config mnist_mlp \
-    --constraints clip,invclip-paper,invclip-paper-state,invclip-exact,invclip-exact-state,gp \
-    --seeds "$SEEDS" --budget-cpu-seconds "${MLP_CPU:-50}" --out "$OUT/mlp" "${QUIET[@]}" \
+  # warm-up covers only the first 5 generator steps (paper: 100 epochs; original WGAN: 25).
+  local cons=$1 seeds=$2 out=$3
+  $PY -m wganlab compare --config mnist_mlp --constraints "$cons" \
+    --seeds "$seeds" --budget-cpu-seconds "${MLP_CPU:-50}" --out "$out" "${QUIET[@]}" "${EXTRA[@]}" \
     --set data.name=mnist --set data.dir="$MNIST_DIR" \
-    --set train.warmup_generator_steps=5 --set train.eval_every=100 \
-    --set train.eval_samples=2000 --set train.sample_every=50 --set train.diagnostics_every=0 \
+    --set train.warmup_generator_steps=5 --set train.eval_every=200 \
+    --set train.eval_samples=1000 --set train.sample_every=50 --set train.diagnostics_every=0 \
     --set train.log_every=10 \
     --eval-samples 2000 --threshold "eval/fd<500" --threshold "eval/fd<200"
+}
+
+mlp() {
+  mlp_compare clip,invclip-paper,invclip-exact,gp "$SEEDS" "$OUT/mlp"
+}
+
+mlp_state() {
+  # the optimizer-state transform, each beside its untransformed twin (one seed by default: the CPU budget)
+  local seeds=${STATE_SEEDS:-0} r s
+  mkdir -p "$OUT/mlp-state/runs"
+  for r in invclip-paper invclip-exact; do  # the same runs as in mlp: reuse, don't retrain
+    for s in ${seeds//,/ }; do
+      if [ -f "$OUT/mlp/runs/$r-s$s/generator.safetensors" ] && [ ! -e "$OUT/mlp-state/runs/$r-s$s" ]; then
+        cp -r "$OUT/mlp/runs/$r-s$s" "$OUT/mlp-state/runs/"
+      fi
+    done
+  done
+  mlp_compare invclip-paper,invclip-paper-state,invclip-exact,invclip-exact-state \
+    "$seeds" "$OUT/mlp-state"
 }
 
 dcgan() {
   # Table II at a CPU budget that allows only ~20 generator steps: no warm-up (n_critic 5
   # throughout), otherwise the paper's clip values, RMSProp 2e-4, batch 128.
   $PY -m wganlab compare --config mnist_dcgan --constraints clip,invclip-paper,invclip-exact \
-    --seeds "$SEEDS" --budget-cpu-seconds "${DCGAN_CPU:-25}" --out "$OUT/dcgan" "${QUIET[@]}" \
+    --seeds "$SEEDS" --budget-cpu-seconds "${DCGAN_CPU:-25}" --out "$OUT/dcgan" "${QUIET[@]}" "${EXTRA[@]}" \
     --set data.name=mnist --set data.dir="$MNIST_DIR" \
     --set train.warmup_generator_steps=0 --set train.warmup_every=0 \
     --set train.eval_every=0 --set train.sample_every=5 \
@@ -60,12 +83,13 @@ dcgan() {
     --eval-samples 2000
 }
 
-case "${1:-all}" in
+case "$BLOCK" in
   toy) toy 8gaussians; toy 25gaussians ;;
   toy8) toy 8gaussians ;;
   toy25) toy 25gaussians ;;
   mlp) mlp ;;
+  mlp-state) mlp_state ;;
   dcgan) dcgan ;;
-  all) toy 8gaussians; toy 25gaussians; mlp; dcgan ;;
-  *) echo "usage: $0 [toy|toy8|toy25|mlp|dcgan|all]" >&2; exit 2 ;;
+  all) toy 8gaussians; toy 25gaussians; mlp; mlp_state; dcgan ;;
+  *) echo "usage: $0 [toy|toy8|toy25|mlp|mlp-state|dcgan|all]" >&2; exit 2 ;;
 esac

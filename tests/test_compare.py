@@ -6,8 +6,8 @@ import statistics
 import pytest
 
 from wganlab.cli import main
-from wganlab.report.compare import (CompareError, Threshold, cell, fmt, report_metrics,
-                                    run_order, sign_flip_p)
+from wganlab.report.compare import (CompareError, Threshold, _has_checkpoint, cell, fmt,
+                                    report_metrics, run_order, sign_flip_p)
 
 TINY = ["train.n_critic=2", "train.warmup_generator_steps=0", "train.log_every=2",
         "train.sample_every=3", "train.tensorboard=false", "train.progress=false",
@@ -81,6 +81,18 @@ def test_compare_end_to_end(tmp_path, capsys):
     for r in runs:
         assert (out / r["run_dir"] / "generator.safetensors").stat().st_mtime_ns == \
             stamps[r["name"]]
+
+    # a partial run (no final weights) with a checkpoint is resumed, not restarted
+    part = out / "runs" / "none-s1"
+    (part / "generator.safetensors").unlink()
+    assert _has_checkpoint(part)
+    assert _compare(out) == 0
+    err = capsys.readouterr().err
+    assert "none-s1: resuming" in err and err.count("done before, kept") == 3
+    again = json.loads((out / "results.json").read_text())
+    entry = next(r for r in again["runs"] if r["name"] == "none-s1")
+    assert entry["ok"] and entry["resumed"] and "--resume" in entry["command"]
+    assert entry["final"]["generator_step"] == 6
 
 
 def test_compare_rejects_unknown_constraint(tmp_path, capsys):

@@ -82,3 +82,24 @@ def test_toy_metrics_and_evaluate_dispatch():
     assert "eval/modes_hit" not in roll and roll["eval/w1"] > roll["eval/w1_baseline"]
     table = format_table(good)
     assert "w1" in table and "8 / 8" in table
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 12), m=st.integers(1, 12), seed=st.integers(0, 10_000),
+       dx=st.floats(-3, 3), dy=st.floats(-3, 3))
+def test_w1_is_a_metric_and_sees_translations(n, m, seed, dx, dy):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(m, 2, generator=g, dtype=torch.float64)
+    z = torch.randn(n + m, 2, generator=g, dtype=torch.float64)
+    shift = torch.tensor([dx, dy], dtype=torch.float64)
+    # ot.dist's Euclidean distances go through |x|^2 + |y|^2 - 2xy: ~1e-8 rounding near 0
+    assert exact_w1(x, x + shift) == pytest.approx(float(shift.norm()), abs=1e-6)
+    assert exact_w1(x, y) == pytest.approx(exact_w1(y, x), abs=1e-6)
+    assert exact_w1(x, y) <= exact_w1(x, z) + exact_w1(z, y) + 1e-6
+    # W1 >= distance between the means (Kantorovich-Rubinstein with a linear function)
+    assert exact_w1(x, y) >= float((x.mean(0) - y.mean(0)).norm()) - 1e-6

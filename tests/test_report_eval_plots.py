@@ -70,3 +70,19 @@ def test_plots_for_one_and_several_runs(tmp_path):
     files = run_plot([a, b], out=tmp_path / "cmp")
     assert {"toy-a.png", "toy-b.png", "loss_critic.png"} <= {p.name for p in files}
     assert plot_curves([a], tmp_path / "one", keys=["eval/w1"])[0].name == "eval_w1.png"
+
+
+def test_eval_and_plot_a_trained_toy_run_and_its_checkpoint(tmp_path):
+    from conftest import tiny_config
+
+    from wganlab.train import train
+    cfg = tiny_config(**{"train.checkpoint_every": 3, "train.eval_every": 3,
+                         "train.eval_samples": 200})
+    run = tmp_path / "run"
+    train(cfg, run)
+    final = run_eval(run, samples=200, out=lambda s: None)
+    ckpt = run_eval(run, checkpoint="latest", samples=200, out=lambda s: None)
+    assert final == ckpt  # the last checkpoint holds the final weights
+    assert json.loads((run / "eval.json").read_text())["checkpoint"].endswith("step_0000006")
+    files = {p.name for p in run_plot([run])}
+    assert {"eval_w1.png", "toy.png", "w_estimate.png"} <= files

@@ -30,6 +30,11 @@ def _train(args: argparse.Namespace) -> int:
                 "or choose another --out")
     if args.device:
         config.train.device = args.device
+    # under torchrun: join the process group (gloo on CPU, nccl on CUDA); else (0, 1, device)
+    from .train import distributed
+    rank, world, device = distributed.init_from_env(config.train.device, config.data.batch_size)
+    out = Path(distributed.main_value(str(out)))  # rank 0's default name (it holds a time)
+    say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     if ckpt is not None:
         ck.check_resume_config(ckpt, config, force=args.force_resume)
         explicit = Path(args.resume).resolve() == ckpt.path.resolve()
@@ -40,19 +45,22 @@ def _train(args: argparse.Namespace) -> int:
                     f"{ckpt.path} is not the newest valid checkpoint of {source_run}: resuming "
                     "from it in place would discard the newer ones; pass --out NEW_DIR to "
                     "branch a new run from it")
-    trainer = Trainer(config, out)
+    trainer = Trainer(config, out, rank=rank, world=world, device=device)
     if ckpt is not None:
-        ck.restore(trainer, ckpt, source_run=source_run)
-        print(f"wganlab: resuming {out} from {ckpt.path.name} (generator step "
-              f"{ckpt.generator_step})", file=sys.stderr)
-    print(f"wganlab: training {config.model.name} on {config.data.name} with "
-          f"constraint {trainer.constraint.name} -> {out}", file=sys.stderr)
+        for turn in (False, True):  # the other ranks read the run before rank 0 rewrites it
+            if (rank == 0) == turn:
+                ck.restore(trainer, ckpt, source_run=source_run)
+            distributed.barrier()
+        say(f"wganlab: resuming {out} from {ckpt.path.name} (generator step "
+            f"{ckpt.generator_step})")
+    say(f"wganlab: training {config.model.name} on {config.data.name} with "
+        f"constraint {trainer.constraint.name} -> {out}"
+        + (f" ({world} processes)" if world > 1 else ""))
     record = trainer.run()
     w = record.get("w_estimate")
-    print(f"wganlab: done at generator step {trainer.generator_step} "
-          f"(critic step {trainer.critic_step}, {trainer.clock.wall():.1f} s"
-          + (f", W estimate {w:.4g}" if w is not None else "") + f"); outputs in {out}",
-          file=sys.stderr)
+    say(f"wganlab: done at generator step {trainer.generator_step} "
+        f"(critic step {trainer.critic_step}, {trainer.clock.wall():.1f} s"
+        + (f", W estimate {w:.4g}" if w is not None else "") + f"); outputs in {out}")
     return 0
 
 
@@ -69,7 +77,7 @@ def _compare(args: argparse.Namespace) -> int:
     from .report.compare import CompareError, Plan, Threshold, execute, report_only
 
     try:
-        if args.report_only:
+        if args.report_only and not args.config:
             report_only(Path(args.out))
             print(f"wganlab: report rewritten in {args.out}", file=sys.stderr)
             return 0
@@ -86,12 +94,28 @@ def _compare(args: argparse.Namespace) -> int:
                     threads=args.threads,
                     thresholds=[Threshold.parse(t) for t in args.threshold],
                     final_eval=not args.no_final_eval, final_eval_samples=args.eval_samples)
-        execute(plan, log=lambda m: print(f"wganlab compare: {m}", file=sys.stderr, flush=True))
+        execute(plan, log=lambda m: print(f"wganlab compare: {m}", file=sys.stderr, flush=True),
+                train=not args.report_only)
     except CompareError as e:
         print(f"wganlab: compare error: {e}", file=sys.stderr)
         return 2
     print(f"wganlab: comparison written to {args.out} (report.md, results.json, plots/)",
           file=sys.stderr)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .report.evaluate import run_eval
+    run_eval(Path(args.run), checkpoint=args.checkpoint, samples=args.samples, seed=args.seed)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .report.plots import run_plot
+    paths = run_plot([Path(r) for r in args.run], out=Path(args.out) if args.out else None,
+                     checkpoint=args.checkpoint)
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -137,8 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-final-eval", action="store_true",
                    help="skip evaluating each final generator")
     c.add_argument("--report-only", action="store_true",
-                   help="only re-render report.md and plots from results.json")
+                   help="train nothing: report on the finished runs (with --config and "
+                   "the other arguments) or re-render an existing results.json (without)")
     c.set_defaults(func=_compare)
+    e = sub.add_parser("eval", help="score a run's generator: exact W1 on toy data, "
+                       "classifier-feature metrics on images; prints a table, writes eval.json")
+    e.add_argument("--run", required=True, help="run directory")
+    e.add_argument("--checkpoint", help="a checkpoint folder, 'latest', or a .safetensors "
+                   "generator file (default: the run's final weights)")
+    e.add_argument("--samples", type=int, help="generated samples (default train.eval_samples)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the latents and metric subsets")
+    e.set_defaults(func=_eval)
+    pl = sub.add_parser("plot", help="metric curves vs generator step and wall time for one "
+                        "or more runs (and toy scatter + critic contour)")
+    pl.add_argument("--run", nargs="+", required=True, help="run directories")
+    pl.add_argument("--out", help="output folder (default RUN/plots, or ./plots for several)")
+    pl.add_argument("--checkpoint", help="checkpoint for the toy scatter (default final)")
+    pl.set_defaults(func=_plot)
     return p
 
 
@@ -162,8 +201,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as e:  # the project's own clear errors, never a deep traceback
         from .data import DataError
         from .train import TrainingError
+        from .report.evaluate import RunError
         from .train.checkpoint import CheckpointError
-        if isinstance(e, (DataError, TrainingError, CheckpointError, ValueError, OSError)):
+        if isinstance(e, (DataError, TrainingError, CheckpointError, RunError, ValueError,
+                          OSError)):
             print(f"wganlab: error: {e}", file=sys.stderr)
             return 1
         raise

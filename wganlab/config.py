@@ -246,6 +246,9 @@ class TrainConfig:
     sample_count: int = 64
     #: cpu | cuda | auto
     device: str = "cpu"
+    #: mixed precision: bf16 autocast of the forward passes on CUDA (weights, optimizer state
+    #: and projections stay float32; bf16 needs no loss scaling). Ignored, with a warning, on CPU
+    amp: bool = False
     #: torch intra-op threads (0: PyTorch's default)
     threads: int = 0
     #: show a progress bar: true, false, or auto (only on a terminal)

@@ -145,8 +145,13 @@ def _train_supports_resume() -> bool:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    return any(p.is_file() for p in run_dir.glob("**/*checkpoint*")) or \
-        (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    """Whether a partial run left a valid checkpoint to resume from."""
+    try:
+        from ..train import checkpoint as ck
+        ck.latest_checkpoint(run_dir, warn=False)
+    except Exception:  # no checkpoint feature, none written, or none valid: re-run instead
+        return False
+    return True
 
 
 def _load() -> list[float]:
@@ -167,8 +172,11 @@ def machine_info() -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- running
 
-def execute(plan: Plan, log=print) -> dict[str, Any]:
-    """Run (or resume) the whole comparison, then write results.json, report.md and plots."""
+def execute(plan: Plan, log=print, train: bool = True) -> dict[str, Any]:
+    """Run (or resume) the whole comparison, then write results.json, report.md and plots.
+
+    ``train=False`` trains nothing: it reports on the runs finished so far (e.g. when the
+    time for a comparison ran out), still retrying failed final evaluations."""
     validate(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     (plan.out / "logs").mkdir(exist_ok=True)
@@ -185,6 +193,9 @@ def execute(plan: Plan, log=print) -> dict[str, Any]:
         if run_complete(run_dir):
             log(f"[{i}/{len(order)}] {name}: finished run found, kept")
             infos[name] = {**infos.get(name, {}), "rc": 0, "note": "found finished"}
+        elif not train:
+            log(f"[{i}/{len(order)}] {name}: not finished, left out (--report-only)")
+            continue
         else:
             infos[name] = run_one(plan, c, s, run_dir, resume_ok, log, f"[{i}/{len(order)}]")
         if plan.final_eval and infos[name].get("rc") == 0 and \
@@ -207,7 +218,7 @@ def run_one(plan: Plan, constraint: str, seed: int, run_dir: Path, resume_ok: bo
     resumed = False
     if run_dir.exists():
         if resume_ok and _has_checkpoint(run_dir):
-            cmd.append("--resume")
+            cmd += ["--resume", str(run_dir)]
             resumed = True
         elif (run_dir / "config.yaml").is_file() or (run_dir / "metrics.jsonl").is_file():
             shutil.rmtree(run_dir)  # a partial run without a checkpoint: start it again

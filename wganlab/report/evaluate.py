@@ -34,10 +34,30 @@ def load_run_config(run_dir: str | Path) -> Config:
         raise RunError(f"{path}: {e}") from None
 
 
+def resolve_checkpoint(run_dir: str | Path, checkpoint: str | Path | None) -> Optional[Path]:
+    """``latest`` means the run's newest valid checkpoint; anything else is a path."""
+    if checkpoint is None or str(checkpoint) != "latest":
+        return None if checkpoint is None else Path(checkpoint)
+    from ..train.checkpoint import CheckpointError, latest_checkpoint
+    try:
+        return latest_checkpoint(run_dir).path
+    except CheckpointError as e:
+        raise RunError(str(e)) from None
+
+
 def _state_from_file(path: Path, net: str) -> dict[str, torch.Tensor]:
-    """The ``net`` ('generator' or 'critic') weights stored in a file: a bare safetensors state
-    dict, a safetensors file with ``net.`` prefixed keys, or a torch checkpoint dict holding
-    ``net``."""
+    """The ``net`` ('generator' or 'critic') weights stored at ``path``: a wganlab checkpoint
+    folder (verified against its manifest), a bare safetensors state dict, a safetensors file
+    with ``net.`` prefixed keys, or a torch checkpoint dict holding ``net``."""
+    if path.is_dir() and (path / "MANIFEST.json").exists():
+        from ..train.checkpoint import CheckpointError, load_checkpoint
+        try:
+            state = load_checkpoint(path).state
+        except CheckpointError as e:
+            raise RunError(str(e)) from None
+        if not isinstance(state.get(net), dict):
+            raise RunError(f"checkpoint {path} holds no {net} weights")
+        return state[net]
     if path.is_dir():
         inner = path / f"{net}.safetensors"
         if inner.is_file():
@@ -71,7 +91,8 @@ def load_net(run_dir: str | Path, cfg: Config, net: str = "generator",
     from ..models import build_models
     generator, critic = build_models(cfg.model, cfg.data)
     module = generator if net == "generator" else critic
-    path = Path(checkpoint) if checkpoint is not None else Path(run_dir) / f"{net}.safetensors"
+    checkpoint = resolve_checkpoint(run_dir, checkpoint)
+    path = checkpoint if checkpoint is not None else Path(run_dir) / f"{net}.safetensors"
     if checkpoint is None and not path.is_file():
         raise RunError(f"{path} not found: the run has not finished; pass a checkpoint")
     state = _state_from_file(path, net)
@@ -90,14 +111,15 @@ def load_net(run_dir: str | Path, cfg: Config, net: str = "generator",
 def run_eval(run_dir: str | Path, checkpoint: str | Path | None = None,
              samples: Optional[int] = None, seed: int = EVAL_SEED,
              out: Callable[[str], None] = print, cache: str | Path | None = None) -> dict:
-    """Evaluate a run's generator on ``samples`` samples (default: the run's
-    ``train.eval_samples``), print the table and write ``run_dir/eval.json``; returns the
-    flat ``eval/...`` results."""
+    """Evaluate a run's generator (final weights, or ``checkpoint``: a checkpoint folder or
+    file, or ``latest``) on ``samples`` samples (default: the run's ``train.eval_samples``),
+    print the table and write ``run_dir/eval.json``; returns the flat ``eval/...`` results."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     n = samples if samples is not None else cfg.train.eval_samples
     if n < 5:
         raise RunError(f"--samples must be at least 5 (got {n})")
+    checkpoint = resolve_checkpoint(run_dir, checkpoint)
     generator = load_net(run_dir, cfg, "generator", checkpoint)
     t0 = time.perf_counter()
     results = evaluate(generator_sampler(generator, cfg.model.z_dim, seed=seed), cfg.data, n,

@@ -12,6 +12,7 @@ import os
 import random
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -26,6 +27,7 @@ from ..data import make_stream, sample_toy
 from ..metrics.lipschitz import lipschitz_diagnostics
 from ..models import build_models
 from .checkpoint import Checkpointer
+from .distributed import Replicas, uses_batch
 from .guard import check_finite
 from .images import image_grid, save_image_grid, save_toy_scatter
 from .logger import MetricsLogger
@@ -113,8 +115,17 @@ class Trainer:
         self.generator, self.critic = build_models(config.model, config.data)
         self.generator.to(self.device)
         self.critic.to(self.device)
+        #: the sibling processes of a multi-process run; no-ops with one (distributed.py)
+        self._dist = Replicas(rank, world)
+        self.generator = self._dist.prepare_generator(self.generator, self.device)
+        #: bf16 autocast of the forward passes (train.amp), CUDA only
+        self._amp = bool(getattr(tc, "amp", False)) and self.device.type == "cuda"
+        if getattr(tc, "amp", False) and not self._amp:
+            log.warning("train.amp (bf16 autocast) needs a CUDA device; ignored on %s",
+                        self.device)
         # the constraint binds to the critic before its optimizer exists (sn reparametrises it)
         self.constraint = build_constraint(self.critic, config.constraint)
+        self._observe_global = world > 1 and uses_batch(self.constraint)
         default = self.constraint.default_optimizer
         self.optim_specs = {"critic": resolve_optimizer(config.optim.critic, default),
                             "generator": resolve_optimizer(config.optim.generator, default)}
@@ -149,26 +160,38 @@ class Trainer:
         return tc.n_critic
 
     def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.config.model.z_dim, generator=self.noise).to(self.device)
+        """This rank's ``n`` latent vectors: its slice of the global batch's (every rank draws
+        all ``n * world`` from the same generator, so N processes see one process's z)."""
+        z = torch.randn(n * self.world, self.config.model.z_dim, generator=self.noise)
+        if self.world > 1:
+            z = z[self.rank * n:(self.rank + 1) * n]
+        return z.to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        return (torch.autocast(self.device.type, dtype=torch.bfloat16) if self._amp
+                else nullcontext())
 
     # ------------------------------------------------------------------ steps
     def _critic_step(self, diagnose: bool) -> None:
         real = self.stream.next().to(self.device, non_blocking=True)
-        with torch.no_grad():
-            fake = self.generator(self._z(len(real)))
+        with torch.no_grad(), self._autocast():
+            fake = self.generator(self._z(len(real))).float()
         self.constraint.prepare()
         batch = torch.cat([real, fake])
-        out = self.critic(batch).reshape(-1)
+        with self._autocast():
+            out = self.critic(batch).reshape(-1).float()
         n = len(real)
         w_estimate = out[:n].mean() - out[n:].mean()
         loss = -w_estimate
-        penalty = self.constraint.penalty(real, fake)
+        with self._autocast(), self._dist.global_draws(n, real, self.constraint.needs_penalty):
+            penalty = self.constraint.penalty(real, fake)
         if penalty is not None:
             loss = loss + penalty
         self.opt_critic.zero_grad(set_to_none=True)
         loss.backward()
+        self._dist.sync_grads(self.critic)
         self.opt_critic.step()
-        self.constraint.observe(batch)
+        self.constraint.observe(self._dist.global_batch(batch) if self._observe_global else batch)
         self.constraint.step(self.opt_critic, diagnose=diagnose)
         self.critic_step += 1
         self._last["w_estimate"] = w_estimate.detach()
@@ -180,11 +203,14 @@ class Trainer:
 
     def _generator_step(self) -> None:
         self.critic.requires_grad_(False)
-        fake = self.generator(self._z(self.config.data.batch_size // self.world))
-        loss = -self.critic(fake).mean()
+        with self._autocast():
+            fake = self.generator(self._z(self.config.data.batch_size // self.world))
+            loss = -self.critic(fake).float().mean()
         self.opt_generator.zero_grad(set_to_none=True)
         loss.backward()
+        self._dist.sync_grads(self.generator)
         self.opt_generator.step()
+        self._dist.after_generator_step()
         self.critic.requires_grad_(True)
         self.generator_step += 1
         self._last["loss_generator"] = loss.detach()
@@ -203,6 +229,7 @@ class Trainer:
         self.clock = Clock(*getattr(self, "_resume_clock", (0.0, 0.0)))
         record: dict[str, Any] = {}
         self.checkpoints.start()
+        self._dist.check_replicas(self.generator, self.critic)
         try:
             while not self._done():
                 g = self.generator_step
@@ -224,8 +251,10 @@ class Trainer:
                         self.evaluate()
                     for cb in self.callbacks:
                         cb(self, record if log_now else {})
+                    self.checkpoints.signal = self._dist.signal(self.checkpoints.signal)
                     self.checkpoints.after_step(record if log_now else {})
-            if not self.history or self.history[-1]["generator_step"] != self.generator_step:
+            if self._dist.from_main(not self.history
+                                    or self.history[-1]["generator_step"] != self.generator_step):
                 record = self._log(bar)
             if (tc.eval_every or tc.eval_seconds) and self._last_eval_step != self.generator_step:
                 self.evaluate()
@@ -267,8 +296,11 @@ class Trainer:
         return record
 
     def _done(self) -> bool:
-        return self.budget.reached(self.generator_step, self.critic_step, self.clock.wall(),
+        done = self.budget.reached(self.generator_step, self.critic_step, self.clock.wall(),
                                    self.clock.cpu())
+        if self.world > 1 and (self.budget.seconds, self.budget.cpu_seconds) != (None, None):
+            done = self._dist.any(done)  # clocks differ between processes: stop together
+        return done
 
     def _progress_bar(self):
         tc = self.config.train
@@ -288,6 +320,7 @@ class Trainer:
             "wall_time": round(self.clock.wall(), 4),
             "cpu_time": round(self.clock.cpu(), 4),
         }
+        self._dist.mean_(self._last)  # the global batch's values (a no-op with one process)
         for k, v in self._last.items():
             record[k] = float(v)
         record.update(self.constraint.diagnostics())
@@ -297,6 +330,7 @@ class Trainer:
             with self.clock:
                 record.update(lipschitz_diagnostics(self.critic, *batch))
         check_finite(self)  # weights, gradients, losses: one sync (guard.py)
+        self._dist.check_replicas(self.generator, self.critic)
         self._check_finite(record)
         if self.is_main:
             self.logger.log(record)

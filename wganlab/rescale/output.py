@@ -1,0 +1,544 @@
+"""The output-aware ``output`` solver (research): choose each unit's scale d so that the clipping
+that follows changes the critic's output as little as possible, to first order, on the
+current batch. The maths is in docs/output_solver.md; in short:
+
+For sample n, a change dW of a weight layer's entries changes f(x_n) by, to first order,
+``df_n = sum_e c_ne dW_e`` with ``c_ne = df(x_n)/dW_e`` the per-sample gradient of entry e
+(Linear: ``delta_ni * a_nj``; Conv: ``sum_p delta_nip * patch_njp``; bias: ``sum_p delta_nip``),
+``delta`` being df/d(pre-activation) and ``a`` the layer's input. Rescaling unit i by d and then
+clipping gives, on the incoming side, the error ``-s_e (|W_e|/d - l_in)_+`` seen through the
+rescaled sensitivity ``d*c``, and on the outgoing side ``-s_e (|W_e| d - l_out)_+`` seen through
+``c/d``: in the critic's *original* sensitivities
+
+    df_ni(d) = - sum_{e in in(i)}  c_ne s_e (|W_e| - l_in d)_+
+               - sum_{e in out(i)} c_ne s_e (|W_e| - l_out / d)_+          (s_e = sign W_e)
+
+which is piecewise affine in (d, 1/d) with breakpoints at |W_e|/l_in and l_out/|W_e|. The
+solver minimises ``sum_n df_ni(d)^2`` per unit (per-sample cross terms kept, within a unit:
+coherent errors add coherently) over d, treating units independently (the cross terms between
+*different* units are neglected). Sorting each unit's candidate entries by breakpoint makes the
+active set a prefix, so prefix sums over entries give df_ni at any d by one gather: no matmul
+per candidate d. Only "conflicted" units (no d puts both sides in the box) are searched, on a
+dense grid in log d within [log lo, log hi] and +-``log_range``, then on a finer grid around the
+best point; a unit that some d puts entirely in the box gets the point of that interval closest
+to 1 (or to its balance target), as the ``exact`` solver does, since its clip error is then 0.
+
+Sensitivities come from the critic step's own forward/backward pass: forward hooks on the
+weight layers (installed on the first call, see :class:`ActivationCapture`) keep each layer's
+input and, through a tensor hook on its output, the gradient of the loss there. The loss being
+``-(mean f(real) - mean f(fake))`` over ``batch = cat([real, fake])`` (B each), the captured
+gradient of sample n is ``-delta_n / B`` (real) or ``+delta_n / B`` (fake); delta is recovered by
+multiplying by ``-B`` / ``+B``. A forward is used only if its input equals the observed batch
+(or one of its halves): the forward on a penalty's interpolates (GP/LP) or the generator's step
+is never mistaken for it, and the gradients are taken at that forward's own outputs, so a
+penalty added to the loss does not contaminate them (R1's forward on real images that require
+grad is a separate call too). Where no matching forward was seen (the first step, a plain loop
+that computes the loss another way, a deep copy of the critic) the solver runs its own forward
+and backward on the (sub-sampled) batch instead: correct, but it costs about a critic step.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from collections import deque
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import solvers
+from .apply import unit_norms
+from .layers import _weight
+from .solvers import log_balance
+from .sweep import SolveContext, register_solver
+
+log = logging.getLogger("wganlab.rescale")
+
+#: option defaults (``options`` of InvariantClip; subsample/balance_weight also in the config)
+DEFAULTS: dict[str, Any] = {
+    "subsample": 64,        # samples of the batch used for the statistics (None: all)
+    "log_range": 0.05,      # search |log d| <= this (widened to [lo, hi] if that is all outside)
+    "grid": 25,             # first grid, per conflicted unit
+    "refine": 11,           # second grid around the best point of the first
+    "balance_weight": 0.0,  # lambda: cost lambda * (log d - target)^2, relative to the unit's harm
+}
+
+
+# ----------------------------------------------------------------------------- capture
+
+class _Record:
+    """One forward call of the critic: each layer's input and the gradient at its output."""
+    __slots__ = ("x", "g", "bad")
+
+    def __init__(self, n: int):
+        self.x: list[Optional[Tensor]] = [None] * n
+        self.g: list[Optional[Tensor]] = [None] * n
+        self.bad = False
+
+    def complete(self) -> bool:
+        return not self.bad and all(t is not None for t in self.x) and \
+            all(t is not None for t in self.g)
+
+
+class ActivationCapture:
+    """Forward hooks on ``layers`` (in forward order) that keep, for every forward call with
+    grad enabled, each layer's input (detached: autograd keeps it anyway) and the gradient
+    that the following backward pass delivers at its output (a tensor hook). The last ``keep``
+    calls are kept. No copies are made; the overhead is a few Python calls per layer.
+
+    A deep copy of the critic copies the hooks, but they only record the modules they were
+    installed on (the copy's calls are ignored)."""
+
+    def __init__(self, layers: list[nn.Module], keep: int = 8):
+        self.layers = list(layers)
+        self._ids = {id(m): k for k, m in enumerate(self.layers)}
+        self.records: deque[_Record] = deque(maxlen=keep)
+        self.enabled = True
+        ref = weakref.ref(self)
+
+        def hook(m, args, out):
+            cap = ref()
+            if cap is not None:
+                cap._forward(m, args, out)
+        self._handles = [m.register_forward_hook(hook) for m in self.layers]
+
+    def _forward(self, m: nn.Module, args, out) -> None:
+        if not (self.enabled and torch.is_grad_enabled() and isinstance(out, Tensor)
+                and out.requires_grad and args and isinstance(args[0], Tensor)):
+            return
+        k = self._ids.get(id(m))
+        if k is None or self.layers[k] is not m:
+            return
+        if k == 0:
+            self.records.append(_Record(len(self.layers)))
+        if not self.records:
+            return
+        rec = self.records[-1]
+        if rec.x[k] is not None:        # a layer called twice in one forward: unusable
+            rec.bad = True
+            return
+        rec.x[k] = args[0].detach()
+
+        def grad_hook(g: Tensor, rec=rec, k=k) -> None:
+            rec.g[k] = g.detach() if rec.g[k] is None else rec.g[k] + g.detach()
+        out.register_hook(grad_hook)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self.records.clear()
+
+
+_CAPTURES: "weakref.WeakKeyDictionary[nn.Module, ActivationCapture]" = weakref.WeakKeyDictionary()
+
+
+def capture_for(critic: nn.Module, layers: Optional[list[nn.Module]] = None
+                ) -> Optional[ActivationCapture]:
+    """The capture installed on ``critic`` (installed now over ``layers`` if given and new)."""
+    cap = _CAPTURES.get(critic)
+    if cap is None and layers is not None:
+        cap = _CAPTURES[critic] = ActivationCapture(layers)
+    return cap
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def _layer_view(m: nn.Module, x: Tensor, g: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+    """(X [n, F, P], D [n, out, P]): the layer's input as patches (F = fan-in, matching
+    ``weight.reshape(out, -1)``) and the sensitivity at its output, over P positions.
+    None for layers the solver does not model."""
+    n = x.shape[0]
+    if isinstance(m, nn.Linear):
+        X = x.reshape(n, -1, m.in_features).transpose(1, 2)
+        D = g.reshape(n, -1, m.out_features).transpose(1, 2)
+        return X, D
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.groups == 1 and \
+            m.padding_mode == "zeros" and not isinstance(m.padding, str):
+        if isinstance(m, nn.Conv1d):
+            x2 = x.unsqueeze(-1)
+            k, dl, p, s = ((m.kernel_size[0], 1), (m.dilation[0], 1), (m.padding[0], 0),
+                           (m.stride[0], 1))
+        else:
+            x2, k, dl, p, s = x, m.kernel_size, m.dilation, m.padding, m.stride
+        X = F.unfold(x2, k, dilation=dl, padding=p, stride=s)
+        D = g.reshape(n, m.out_channels, -1)
+        if X.shape[2] != D.shape[2]:
+            return None
+        return X, D
+    return None
+
+
+class _Stats:
+    """Per-layer (X, D) on the chosen samples, with the scales applied by the sweep so far
+    (X columns / d of the pair feeding them, D rows * d of the pair they belong to)."""
+
+    def __init__(self, layers: list[nn.Module], xs: list[Tensor], gs: list[Tensor]):
+        self.layers = layers
+        self.index = {id(m): k for k, m in enumerate(layers)}
+        self.views = [_layer_view(m, x, g) for m, x, g in zip(layers, xs, gs)]
+        self.xscale: dict[int, Tensor] = {}
+        self.dscale: dict[int, Tensor] = {}
+
+    def ok(self, m: nn.Module) -> bool:
+        k = self.index.get(id(m))
+        return k is not None and self.views[k] is not None
+
+    def coef(self, m: nn.Module, rows: Tensor, cols: Optional[Tensor]) -> Tensor:
+        """[n, E] float64 per-sample gradients df_n/dW[rows, cols] (cols None: the bias)."""
+        k = self.index[id(m)]
+        X, D = self.views[k]
+        d = D.index_select(1, rows)
+        if cols is None:
+            c = d.sum(2)
+        elif X.shape[2] == 1:
+            c = d[:, :, 0] * X[:, :, 0].index_select(1, cols)
+        else:
+            c = (d * X.index_select(1, cols)).sum(2)
+        c = c.double()
+        if k in self.dscale:
+            c = c * self.dscale[k].index_select(0, rows)
+        if cols is not None and k in self.xscale:
+            c = c * self.xscale[k].index_select(0, cols)
+        return c
+
+    def rescaled(self, m_in: nn.Module, m_out: nn.Module, d: Tensor, cols_per_unit: int) -> None:
+        """Record that the pair (m_in, m_out) was rescaled by d."""
+        k_in, k_out = self.index[id(m_in)], self.index[id(m_out)]
+        d = d.double()
+        self.dscale[k_in] = self.dscale.get(k_in, 1.0) * d
+        inv = (1 / d).repeat_interleave(cols_per_unit)
+        self.xscale[k_out] = self.xscale.get(k_out, 1.0) * inv
+
+
+def _subsample(n_batch: int, limit: Optional[int], device) -> Tensor:
+    """Evenly spaced sample indices, half from each half of the batch (no RNG is consumed)."""
+    if limit is None or limit >= n_batch:
+        return torch.arange(n_batch, device=device)
+    half = n_batch // 2
+    k = max(1, limit // 2)
+    pick = torch.div(torch.arange(k, device=device) * half, k, rounding_mode="floor")
+    return torch.cat([pick, pick + half])
+
+
+def _match(cap: ActivationCapture, batch: Tensor) -> Optional[list[tuple[_Record, int]]]:
+    """Records covering ``batch``: [(record, row offset in batch)], or None."""
+    N = batch.shape[0]
+    flat = batch.reshape(N, -1)
+    half = N // 2
+    found: dict[int, _Record] = {}
+    for rec in reversed(cap.records):
+        if not rec.complete():
+            continue
+        x0 = rec.x[0]
+        n = x0.shape[0]
+        if x0.numel() != n * flat.shape[1] or x0.dtype != batch.dtype:
+            continue
+        x0 = x0.reshape(n, -1)
+        if n == N and torch.equal(x0, flat):
+            return [(rec, 0)]
+        if n == half and N == 2 * half:
+            for off in (0, half):
+                if off not in found and torch.equal(x0, flat[off:off + half]):
+                    found[off] = rec
+        if len(found) == 2:
+            return [(found[0], 0), (found[half], half)]
+    return None
+
+
+def _from_capture(cap: ActivationCapture, batch: Tensor, idx: Tensor
+                  ) -> Optional[tuple[list[Tensor], list[Tensor]]]:
+    recs = _match(cap, batch)
+    if recs is None:
+        return None
+    N = batch.shape[0]
+    half = N // 2
+    # df_n = -B * dloss/dout_n (real half), +B * dloss/dout_n (fake half)
+    sign = torch.where(idx < half, -float(half), float(half))
+    xs, gs = [], []
+    for k in range(len(cap.layers)):
+        if len(recs) == 1:
+            x, g = recs[0][0].x[k].index_select(0, idx), recs[0][0].g[k].index_select(0, idx)
+        else:
+            parts = [(r, off, idx[(idx >= off) & (idx < off + half)] - off) for r, off in recs]
+            x = torch.cat([r.x[k].index_select(0, i) for r, _, i in parts])
+            g = torch.cat([r.g[k].index_select(0, i) for r, _, i in parts])
+        xs.append(x)
+        gs.append(g * sign.to(g.dtype).view(-1, *([1] * (g.dim() - 1))))
+    return xs, gs
+
+
+def _own_pass(critic: nn.Module, layers: list[nn.Module], batch: Tensor, idx: Tensor
+              ) -> tuple[list[Tensor], list[Tensor]]:
+    """delta = df_n/d(out) by a forward + backward of sum_n f(x_n) on the chosen samples
+    (eval mode; parameters' .grad untouched)."""
+    xs: list[Optional[Tensor]] = [None] * len(layers)
+    outs: list[Optional[Tensor]] = [None] * len(layers)
+    pos = {id(m): k for k, m in enumerate(layers)}
+
+    def hook(m, args, out):
+        k = pos.get(id(m))
+        if k is not None and xs[k] is None:
+            xs[k], outs[k] = args[0].detach(), out
+    handles = [m.register_forward_hook(hook) for m in layers]
+    cap = _CAPTURES.get(critic)
+    if cap is not None:
+        cap.enabled = False
+    flags = [(m, m.training) for m in critic.modules()]
+    critic.eval()
+    try:
+        with torch.enable_grad():
+            x = batch.index_select(0, idx).detach().requires_grad_(True)
+            f = critic(x)
+            gs = torch.autograd.grad(f.sum(), outs)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in flags:
+            m.training = t
+        if cap is not None:
+            cap.enabled = True
+    return xs, [g.detach() for g in gs]
+
+
+def _statistics(ctx: SolveContext) -> _Stats:
+    pairs = ctx.cache.get("pairs") or [ctx.pair]
+    layers: list[nn.Module] = []
+    for p in sorted(pairs, key=lambda p: p.index_in):
+        for m in (p.layer_in, p.layer_out):
+            if all(m is not q for q in layers):
+                layers.append(m)
+    cap = capture_for(ctx.critic, layers)
+    if [id(m) for m in cap.layers] != [id(m) for m in layers]:
+        cap.remove()
+        cap = _CAPTURES[ctx.critic] = ActivationCapture(layers)
+    batch = ctx.batch
+    sub = ctx.options.get("subsample")
+    if sub is None:
+        sub = DEFAULTS["subsample"]
+    idx = _subsample(batch.shape[0], int(sub) if sub > 0 else None, batch.device)
+    got = _from_capture(cap, batch, idx)
+    ctx.cache["output_source"] = "capture" if got is not None else "own_pass"
+    cap.records.clear()
+    if got is None:
+        got = _own_pass(ctx.critic, layers, batch, idx)
+    return _Stats(layers, *got)
+
+
+# ----------------------------------------------------------------------------- the solve
+
+def _side(W: Tensor, units: Tensor, per_unit_cols: Tensor, thresh: Tensor, l: float,
+          incoming: bool):
+    """Candidate entries of the conflicted ``units`` on one side: those that violate somewhere
+    in the search window (|W| > thresh of their unit). ``W`` is [U, M] (a unit's entries in a
+    row; for the outgoing side the transposed [U, K*m] view). Returns (unit position, column,
+    |W|, sign, breakpoint t) sorted by unit, then by |W| descending."""
+    Wc = W.index_select(0, units)
+    absw = Wc.abs()
+    mask = absw > thresh.view(-1, 1)
+    pos, col = mask.nonzero(as_tuple=True)
+    mag = absw[pos, col]
+    sgn = Wc[pos, col].sign()
+    order = torch.sort(mag, descending=True, stable=True).indices
+    order = order[torch.sort(pos[order], stable=True).indices]
+    pos, col, mag, sgn = pos[order], col[order], mag[order], sgn[order]
+    bp = (mag.double() / l).log()          # incoming: active iff t < bp; outgoing: iff t > -bp
+    return pos, col, mag.double(), sgn.double(), bp
+
+
+def _prefix(c: Tensor, w: Tensor) -> Tensor:
+    """[n, E+1] cumulative sums of c * w along entries, with a leading 0."""
+    out = c.new_zeros(c.shape[0], c.shape[1] + 1)
+    torch.cumsum(c * w, 1, out=out[:, 1:])
+    return out
+
+
+def _eval(grid: Tensor, side_in, side_out, l_in: float, l_out: float, nunits: int) -> Tensor:
+    """df_n per (unit, grid point): [n, C, G] (float64)."""
+    total = None
+    for side, l, sgn in ((side_in, l_in, 1.0), (side_out, l_out, -1.0)):
+        pos, bp, start, cP, cQ = side
+        if pos.numel() == 0:
+            continue
+        # active entries of unit u at grid t: incoming bp > t, outgoing bp > -t (a prefix)
+        t = grid if sgn > 0 else -grid                         # [C, G]
+        act = (bp.view(-1, 1) > t.index_select(0, pos)).to(torch.int64)   # [E, G]
+        m = torch.zeros(nunits, grid.shape[1], dtype=torch.int64, device=grid.device)
+        m.index_add_(0, pos, act)
+        end = (start.view(-1, 1) + m).view(-1)                 # prefix end in [0, E]
+        base = start.view(-1, 1).expand_as(m).reshape(-1)
+        P = cP.index_select(1, end) - cP.index_select(1, base)
+        Q = cQ.index_select(1, end) - cQ.index_select(1, base)
+        # incoming: -(P - l e^t Q); outgoing: -(P - l e^-t Q)
+        scale = (l * torch.exp(sgn * grid)).reshape(1, -1)
+        v = (Q * scale - P).view(P.shape[0], *grid.shape)
+        total = v if total is None else total + v
+    if total is None:
+        return grid.new_zeros(1, *grid.shape)
+    return total
+
+
+def _prepare_side(stats: _Stats, layer: nn.Module, entries, coef_rows, coef_cols,
+                  bias_mask: Optional[Tensor], l: float, nunits: int):
+    """Prefix sums of c*s*|W| and c*s*l... per unit (see _eval)."""
+    pos, col, mag, sgn, bp = entries
+    if pos.numel() == 0:
+        return pos, bp, None, None, None
+    if bias_mask is not None and bool(bias_mask.any()):
+        c = torch.empty(stats_n(stats), pos.numel(), dtype=torch.float64, device=mag.device)
+        w = ~bias_mask
+        c[:, w] = stats.coef(layer, coef_rows[w], coef_cols[w])
+        c[:, bias_mask] = stats.coef(layer, coef_rows[bias_mask], None)
+    else:
+        c = stats.coef(layer, coef_rows, coef_cols)
+    cs = c * sgn
+    cP = _prefix(cs, mag)
+    cQ = _prefix(cs, torch.ones_like(mag))
+    counts = torch.bincount(pos, minlength=nunits)
+    start = torch.cumsum(counts, 0) - counts
+    return pos, bp, start, cP, cQ
+
+
+def stats_n(stats: _Stats) -> int:
+    for v in stats.views:
+        if v is not None:
+            return v[0].shape[0]
+    return 0
+
+
+@register_solver("output")
+def output_solver(ctx: SolveContext) -> Tensor:
+    """d per unit minimising the unit's first-order output change after clipping (module doc)."""
+    if ctx.batch is None or ctx.critic is None:
+        if not ctx.cache.get("warned"):
+            ctx.cache["warned"] = True
+            log.warning("the output solver needs the step's batch (observe()); "
+                        "falling back to the exact solver")
+        return solvers.exact(ctx.a, ctx.b, ctx.l_in, ctx.l_out, work=ctx.work)
+    opts = {**DEFAULTS, **{k: v for k, v in ctx.options.items() if v is not None}}
+    pair = ctx.pair
+    if "output_stats" not in ctx.cache:
+        ctx.cache["output_stats"] = _statistics(ctx)
+    stats: _Stats = ctx.cache["output_stats"]
+    if not (stats.ok(pair.layer_in) and stats.ok(pair.layer_out)):
+        return solvers.exact(ctx.a, ctx.b, ctx.l_in, ctx.l_out, work=ctx.work)
+
+    U = pair.units
+    w_in = _weight(pair.layer_in).detach().reshape(U, -1)
+    bias = pair.layer_in.bias if "bias" in ctx.params else None
+    use_w = "weight" in ctx.params
+    if not use_w:
+        w_in = w_in[:, :0]
+    if bias is not None:
+        w_in = torch.cat([w_in, bias.detach().view(U, 1)], 1)
+    n_w_in = w_in.shape[1] - (bias is not None)
+    w_out = _weight(pair.layer_out).detach()
+    K = w_out.shape[0]
+    m = w_out[0].numel() // U                  # columns (group or kernel) per unit
+    w_out_u = w_out.reshape(K, U, m).transpose(0, 1).reshape(U, K * m) if use_w \
+        else w_out.new_zeros(U, 0)
+
+    amax = w_in.abs().amax(1) if w_in.shape[1] else w_in.new_zeros(U)
+    bmax = w_out_u.abs().amax(1) if w_out_u.shape[1] else w_out_u.new_zeros(U)
+    dt = torch.float64
+    t_hi = (amax.to(dt) / ctx.l_in).log()      # t >= t_hi: incoming side in its box
+    t_lo = (ctx.l_out / bmax.to(dt)).log()     # t <= t_lo: outgoing side in its box
+    R = float(opts["log_range"])
+
+    # balance target: the log-balance at the first call, kept in this layer's work dict
+    lam = float(opts["balance_weight"] or 0.0)
+    target = torch.zeros(U, dtype=dt, device=w_in.device)
+    if lam > 0:
+        bal = log_balance(*(x.to(dt) for x in unit_norms(pair)))
+        store = ctx.work if ctx.work is not None else ctx.cache.setdefault(f"b0_{ctx.index}", {})
+        if "output_b0" not in store or store["output_b0"].shape != bal.shape:
+            store["output_b0"] = bal.clone()
+        # in/d, out*d lower log(|in|/|out|) by 2 log d
+        target = ((bal - store["output_b0"]) / 2).clamp(-R, R)
+
+    # units that some d puts in the box: the point of [t_hi, t_lo] closest to the target
+    t = torch.minimum(torch.maximum(target, t_hi), t_lo)
+    conf = (t_hi > t_lo).nonzero().squeeze(1)
+    ctx.cache.setdefault("output_conflicted", {})[ctx.index] = int(conf.numel())
+    if conf.numel():
+        t_conf = _solve_conflicted(ctx, stats, conf, w_in, n_w_in, w_out_u, m, t_hi, t_lo,
+                                   target, lam, R, int(opts["grid"]), int(opts["refine"]))
+        t = t.index_copy(0, conf, t_conf)
+    d = t.exp().to(w_in.dtype)
+    d = torch.where(t == 0, torch.ones_like(d), d)
+    stats.rescaled(pair.layer_in, pair.layer_out, d, m)
+    return d
+
+
+def _solve_conflicted(ctx: SolveContext, stats: _Stats, conf: Tensor, w_in: Tensor, n_w_in: int,
+                      w_out_u: Tensor, m: int, t_hi: Tensor, t_lo: Tensor, target: Tensor,
+                      lam: float, R: float, G: int, G2: int) -> Tensor:
+    pair = ctx.pair
+    C = conf.numel()
+    lo_c, hi_c = t_lo.index_select(0, conf), t_hi.index_select(0, conf)
+    tL, tR = lo_c.clamp_min(-R), hi_c.clamp_max(R)
+    empty = tL > tR                       # window outside +-R: search all of [lo, hi]
+    tL, tR = torch.where(empty, lo_c, tL), torch.where(empty, hi_c, tR)
+    # candidates: may violate somewhere in the window
+    ent_in = _side(w_in, conf, None, ctx.l_in * tL.exp().to(w_in.dtype), ctx.l_in, True)
+    ent_out = _side(w_out_u, conf, None, ctx.l_out * (-tR).exp().to(w_out_u.dtype),
+                    ctx.l_out, False)
+    # per-sample coefficients of the candidate entries
+    pos, col = ent_in[0], ent_in[1]
+    rows_in = conf.index_select(0, pos)
+    is_bias = col >= n_w_in if w_in.shape[1] > n_w_in else None
+    side_in = _prepare_side(stats, pair.layer_in, ent_in, rows_in, col.clamp_max(max(n_w_in - 1, 0)),
+                            is_bias, ctx.l_in, C)
+    pos_o, col_o = ent_out[0], ent_out[1]
+    k_o, q_o = torch.div(col_o, m, rounding_mode="floor"), col_o % m
+    unit_o = conf.index_select(0, pos_o)
+    side_out = _prepare_side(stats, pair.layer_out, ent_out, k_o, unit_o * m + q_o, None,
+                             ctx.l_out, C)
+
+    def objective(grid: Tensor) -> Tensor:
+        df = _eval(grid, side_in, side_out, ctx.l_in, ctx.l_out, C)
+        return df.square().sum(0)                                   # [C, G]
+
+    zero = torch.zeros(C, 1, dtype=torch.float64, device=conf.device)
+    harm0 = objective(zero.clamp(min=tL.view(-1, 1), max=tR.view(-1, 1))).squeeze(1)
+    scale = harm0.clamp_min(max(float(harm0.max()) * 1e-12, 1e-300))
+    tgt = target.index_select(0, conf).view(-1, 1)
+
+    def total(grid: Tensor) -> Tensor:
+        obj = objective(grid) / scale.view(-1, 1)
+        if lam > 0:
+            obj = obj + lam * (grid - tgt).square()
+        return obj
+
+    frac = torch.linspace(0, 1, G, dtype=torch.float64, device=conf.device)
+    grid = tL.view(-1, 1) + (tR - tL).view(-1, 1) * frac
+    # the point nearest 0 joins the grid, so no unit ends worse than d = 1 allows
+    grid = torch.cat([grid, torch.zeros_like(tL).clamp(min=tL, max=tR).view(-1, 1)], 1)
+    obj = total(grid)
+    best = obj.argmin(1, keepdim=True)
+    t_best = grid.gather(1, best)
+    step = (tR - tL).view(-1, 1) / max(G - 1, 1)
+    if G2 > 1:
+        frac2 = torch.linspace(-1, 1, G2, dtype=torch.float64, device=conf.device)
+        grid2 = (t_best + step * frac2).clamp(min=tL.view(-1, 1), max=tR.view(-1, 1))
+        grid2 = torch.cat([grid2, t_best], 1)
+        obj2 = total(grid2)
+        t_best = grid2.gather(1, obj2.argmin(1, keepdim=True))
+    t_best = t_best.squeeze(1)
+    if ctx.options.get("record_prediction"):
+        df = _eval(t_best.view(-1, 1), side_in, side_out, ctx.l_in, ctx.l_out, C)
+        ctx.cache.setdefault("output_predicted", {})[ctx.index] = df[:, :, 0].sum(1)
+    return t_best
+
+
+def predicted_change(cache: dict) -> Optional[Tensor]:
+    """Sum over rescaled layers of the first-order output change the solver predicted for the
+    chosen d (per selected sample), when ``options['record_prediction']`` was set."""
+    pred = cache.get("output_predicted")
+    if not pred:
+        return None
+    return sum(pred.values())
+
+
+__all__ = ["ActivationCapture", "capture_for", "output_solver", "predicted_change", "DEFAULTS"]
