@@ -53,12 +53,12 @@ def run(model: str, warmup: int, steps: int, images: torch.Tensor, seed: int) ->
         params = [p.detach().clone() for p in C.parameters()]
         state = {p: {k: v.clone() for k, v in s.items()} for p, s in opt.state.items()}
         for name, proj in projs.items():
+            for p, s in state.items():  # state first, parameters last: as opt.step() leaves them
+                for k, v in s.items():
+                    opt.state[p][k].copy_(v)
             with torch.no_grad():
                 for p, s in zip(C.parameters(), params):
                     p.copy_(s)
-            for p, s in state.items():
-                for k, v in s.items():
-                    opt.state[p][k].copy_(v)
             proj.observe(batch)
             t = time.thread_time()
             proj.step(opt)

@@ -12,7 +12,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-import ot
 import torch
 
 from ..data.toy import mixture_centers, sample_toy
@@ -38,6 +37,8 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 def exact_w1(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
     """Exact W1 between the empirical measures of two point sets (uniform weights,
     Euclidean ground cost)."""
+    import ot  # POT is heavy to import: only where exact W1 is needed
+
     x, y = _as_numpy(x), _as_numpy(y)
     if len(x) == 0 or len(y) == 0:
         raise ValueError("exact_w1 needs two non-empty point sets")

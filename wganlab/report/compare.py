@@ -243,22 +243,33 @@ def run_one(plan: Plan, constraint: str, seed: int, run_dir: Path, resume_ok: bo
 
 def final_eval(run_dir: Path, n_samples: int, log=print) -> dict[str, float]:
     """Metrics of the final generator, the same way for every run (fixed latents, n samples),
-    whether or not the trainer evaluated on a schedule."""
+    whether or not the trainer evaluated on a schedule. In a subprocess, like training: it
+    reads the run's config with the package as installed now, not as imported when a long
+    comparison began."""
+    cmd = [sys.executable, "-m", "wganlab.report.compare", "final-eval", str(run_dir),
+           str(n_samples)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        err = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        log(f"final evaluation of {run_dir} failed: {err}")
+        return {"error": err}
+    return json.loads(lines[-1])
+
+
+def _final_eval_here(run_dir: Path, n_samples: int) -> dict[str, float]:
     import torch
     from safetensors.torch import load_file
 
     from ..metrics.suite import evaluate, generator_sampler
     from ..models import build_models
-    try:
-        cfg = load_config(run_dir / "config.yaml")
-        generator, _ = build_models(cfg.model, cfg.data)
-        generator.load_state_dict(load_file(str(run_dir / "generator.safetensors")))
-        torch.set_num_threads(1)
-        res = evaluate(generator_sampler(generator, cfg.model.z_dim, seed=0), cfg.data,
-                       n_samples, seed=0)
-    except Exception as e:  # a broken evaluation must not lose the finished runs
-        log(f"final evaluation of {run_dir} failed: {e}")
-        return {"error": str(e)}
+    torch.set_num_threads(1)
+    cfg = load_config(run_dir / "config.yaml")
+    generator, _ = build_models(cfg.model, cfg.data)
+    generator.load_state_dict(load_file(str(run_dir / "generator.safetensors")))
+    res = evaluate(generator_sampler(generator, cfg.model.z_dim, seed=0), cfg.data,
+                   n_samples, seed=0)
     return {k.replace("eval/", "final/", 1): float(v) for k, v in res.items()}
 
 
@@ -562,3 +573,9 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, Path):
         return str(v)
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+if __name__ == "__main__":  # the final-evaluation subprocess: prints one JSON line
+    if len(sys.argv) != 4 or sys.argv[1] != "final-eval":
+        sys.exit("usage: python -m wganlab.report.compare final-eval RUN_DIR N_SAMPLES")
+    print(json.dumps(_final_eval_here(Path(sys.argv[2]), int(sys.argv[3]))))

@@ -58,10 +58,10 @@ log = logging.getLogger("wganlab.rescale")
 
 #: option defaults (``options`` of InvariantClip; subsample/balance_weight also in the config)
 DEFAULTS: dict[str, Any] = {
-    "subsample": 64,        # samples of the batch used for the statistics (None: all)
+    "subsample": 32,        # samples of the batch used for the statistics (None: all)
     "log_range": 0.05,      # search |log d| <= this (widened to [lo, hi] if that is all outside)
-    "grid": 25,             # first grid, per conflicted unit
-    "refine": 11,           # second grid around the best point of the first
+    "grid": 4,              # evaluated points per conflicted unit (+ the one nearest d = 1)
+    "refine": 64,           # dense points (interpolated) on which the objective is minimised
     "balance_weight": 0.0,  # lambda: cost lambda * (log d - target)^2, relative to the unit's harm
 }
 
@@ -185,23 +185,15 @@ class _Stats:
         k = self.index.get(id(m))
         return k is not None and self.views[k] is not None
 
-    def coef(self, m: nn.Module, rows: Tensor, cols: Optional[Tensor]) -> Tensor:
-        """[n, E] float64 per-sample gradients df_n/dW[rows, cols] (cols None: the bias)."""
+    def get(self, m: nn.Module) -> tuple[Tensor, Tensor]:
+        """(X [n, F, P], D [n, out, P]) of layer ``m`` as the sweep has rescaled it so far."""
         k = self.index[id(m)]
         X, D = self.views[k]
-        d = D.index_select(1, rows)
-        if cols is None:
-            c = d.sum(2)
-        elif X.shape[2] == 1:
-            c = d[:, :, 0] * X[:, :, 0].index_select(1, cols)
-        else:
-            c = (d * X.index_select(1, cols)).sum(2)
-        c = c.double()
+        if k in self.xscale:
+            X = X * self.xscale[k].to(X.dtype).view(1, -1, 1)
         if k in self.dscale:
-            c = c * self.dscale[k].index_select(0, rows)
-        if cols is not None and k in self.xscale:
-            c = c * self.xscale[k].index_select(0, cols)
-        return c
+            D = D * self.dscale[k].to(D.dtype).view(1, -1, 1)
+        return X, D
 
     def rescaled(self, m_in: nn.Module, m_out: nn.Module, d: Tensor, cols_per_unit: int) -> None:
         """Record that the pair (m_in, m_out) was rescaled by d."""
@@ -328,83 +320,50 @@ def _statistics(ctx: SolveContext) -> _Stats:
 
 # ----------------------------------------------------------------------------- the solve
 
-def _side(W: Tensor, units: Tensor, per_unit_cols: Tensor, thresh: Tensor, l: float,
-          incoming: bool):
-    """Candidate entries of the conflicted ``units`` on one side: those that violate somewhere
-    in the search window (|W| > thresh of their unit). ``W`` is [U, M] (a unit's entries in a
-    row; for the outgoing side the transposed [U, K*m] view). Returns (unit position, column,
-    |W|, sign, breakpoint t) sorted by unit, then by |W| descending."""
-    Wc = W.index_select(0, units)
-    absw = Wc.abs()
-    mask = absw > thresh.view(-1, 1)
-    pos, col = mask.nonzero(as_tuple=True)
-    mag = absw[pos, col]
-    sgn = Wc[pos, col].sign()
-    order = torch.sort(mag, descending=True, stable=True).indices
-    order = order[torch.sort(pos[order], stable=True).indices]
-    pos, col, mag, sgn = pos[order], col[order], mag[order], sgn[order]
-    bp = (mag.double() / l).log()          # incoming: active iff t < bp; outgoing: iff t > -bp
-    return pos, col, mag.double(), sgn.double(), bp
+def _contrib_in(X: Tensor, D: Tensor, w: Tensor, bias: Optional[Tensor], l: float,
+                 grid: Tensor) -> Tensor:
+    """Per-sample first-order output change from the clipping of the incoming side of the
+    selected units, at each of their grid points: [n, C, G] (see the module doc).
 
-
-def _prefix(c: Tensor, w: Tensor) -> Tensor:
-    """[n, E+1] cumulative sums of c * w along entries, with a leading 0."""
-    out = c.new_zeros(c.shape[0], c.shape[1] + 1)
-    torch.cumsum(c * w, 1, out=out[:, 1:])
-    return out
-
-
-def _eval(grid: Tensor, side_in, side_out, l_in: float, l_out: float, nunits: int) -> Tensor:
-    """df_n per (unit, grid point): [n, C, G] (float64)."""
-    total = None
-    for side, l, sgn in ((side_in, l_in, 1.0), (side_out, l_out, -1.0)):
-        pos, bp, start, cP, cQ = side
-        if pos.numel() == 0:
-            continue
-        # active entries of unit u at grid t: incoming bp > t, outgoing bp > -t (a prefix)
-        t = grid if sgn > 0 else -grid                         # [C, G]
-        act = (bp.view(-1, 1) > t.index_select(0, pos)).to(torch.int64)   # [E, G]
-        m = torch.zeros(nunits, grid.shape[1], dtype=torch.int64, device=grid.device)
-        m.index_add_(0, pos, act)
-        end = (start.view(-1, 1) + m).view(-1)                 # prefix end in [0, E]
-        base = start.view(-1, 1).expand_as(m).reshape(-1)
-        P = cP.index_select(1, end) - cP.index_select(1, base)
-        Q = cQ.index_select(1, end) - cQ.index_select(1, base)
-        # incoming: -(P - l e^t Q); outgoing: -(P - l e^-t Q)
-        scale = (l * torch.exp(sgn * grid)).reshape(1, -1)
-        v = (Q * scale - P).view(P.shape[0], *grid.shape)
-        total = v if total is None else total + v
-    if total is None:
-        return grid.new_zeros(1, *grid.shape)
-    return total
-
-
-def _prepare_side(stats: _Stats, layer: nn.Module, entries, coef_rows, coef_cols,
-                  bias_mask: Optional[Tensor], l: float, nunits: int):
-    """Prefix sums of c*s*|W| and c*s*l... per unit (see _eval)."""
-    pos, col, mag, sgn, bp = entries
-    if pos.numel() == 0:
-        return pos, bp, None, None, None
-    if bias_mask is not None and bool(bias_mask.any()):
-        c = torch.empty(stats_n(stats), pos.numel(), dtype=torch.float64, device=mag.device)
-        w = ~bias_mask
-        c[:, w] = stats.coef(layer, coef_rows[w], coef_cols[w])
-        c[:, bias_mask] = stats.coef(layer, coef_rows[bias_mask], None)
+    ``w`` [C, F] (selected rows), ``bias`` [C] or None, ``grid`` [C, G] in log d; ``X``
+    [n, F, P], ``D`` [n, C, P] (the selected rows' sensitivities). The clip error of the
+    rescaled entry seen through the rescaled sensitivity d*c is c * Z with
+    Z = -sign(W) (|W| - l d)_+."""
+    n, F_, P = X.shape
+    C, G = grid.shape
+    thr = (l * grid.exp()).to(w.dtype).t().reshape(G, C, 1)                 # [G, C, 1]
+    # -sign(W) (|W| - thr)_+ = clamp(W, -thr, thr) - W: two passes over [G, C, F]
+    Z = w.new_empty(G, C, F_)                 # contiguous: reshaped below without a copy
+    torch.clamp(w.unsqueeze(0), min=-thr, max=thr, out=Z).sub_(w.unsqueeze(0))
+    if P == 1:
+        Y = X[:, :, 0] @ Z.reshape(G * C, F_).t()                           # [n, G*C]
+        out = Y.view(n, G, C) * D[:, :, 0].unsqueeze(1)
     else:
-        c = stats.coef(layer, coef_rows, coef_cols)
-    cs = c * sgn
-    cP = _prefix(cs, mag)
-    cQ = _prefix(cs, torch.ones_like(mag))
-    counts = torch.bincount(pos, minlength=nunits)
-    start = torch.cumsum(counts, 0) - counts
-    return pos, bp, start, cP, cQ
+        Y = Z.reshape(G * C, F_) @ X.permute(1, 0, 2).reshape(F_, n * P)  # [G*C, n*P]
+        out = (Y.view(G, C, n, P) * D.permute(1, 0, 2).unsqueeze(0)).sum(3).permute(2, 0, 1)
+    if bias is not None:
+        tb = thr[:, :, 0]
+        zb = torch.clamp(bias.unsqueeze(0), min=-tb, max=tb).sub_(bias.unsqueeze(0))  # [G, C]
+        out = out + D.sum(2).unsqueeze(1) * zb.unsqueeze(0)
+    return out.permute(0, 2, 1).double()                                    # [n, C, G]
 
 
-def stats_n(stats: _Stats) -> int:
-    for v in stats.views:
-        if v is not None:
-            return v[0].shape[0]
-    return 0
+def _contrib_out(X: Tensor, D: Tensor, w: Tensor, l: float, grid: Tensor, m: int) -> Tensor:
+    """The same for the outgoing side: ``w`` [K, C*m] (the selected units' columns), ``X``
+    [n, C*m, P] (their input columns), ``D`` [n, K, P]; Z = -sign(W) (|W| - l/d)_+ seen
+    through c/d. Returns [n, C, G]."""
+    n, Fc, P = X.shape
+    C, G = grid.shape
+    K = w.shape[0]
+    thr = (l * (-grid).exp()).to(w.dtype).t().repeat_interleave(m, 1).unsqueeze(0)  # [1,G,C*m]
+    Z = w.new_empty(K, G, Fc)
+    torch.clamp(w.unsqueeze(1), min=-thr, max=thr, out=Z).sub_(w.unsqueeze(1))
+    if P == 1:
+        Y = (D[:, :, 0] @ Z.reshape(K, G * Fc)).view(n, G, Fc) * X[:, :, 0].unsqueeze(1)
+    else:
+        Y = D.permute(0, 2, 1).reshape(n * P, K) @ Z.reshape(K, G * Fc)       # [n*P, G*Fc]
+        Y = (Y.view(n, P, G, Fc) * X.permute(0, 2, 1).unsqueeze(2)).sum(1)   # [n, G, Fc]
+    return Y.view(n, G, C, m).sum(3).permute(0, 2, 1).double()              # [n, C, G]
 
 
 @register_solver("output")
@@ -425,30 +384,26 @@ def output_solver(ctx: SolveContext) -> Tensor:
         return solvers.exact(ctx.a, ctx.b, ctx.l_in, ctx.l_out, work=ctx.work)
 
     U = pair.units
-    w_in = _weight(pair.layer_in).detach().reshape(U, -1)
-    bias = pair.layer_in.bias if "bias" in ctx.params else None
     use_w = "weight" in ctx.params
-    if not use_w:
-        w_in = w_in[:, :0]
-    if bias is not None:
-        w_in = torch.cat([w_in, bias.detach().view(U, 1)], 1)
-    n_w_in = w_in.shape[1] - (bias is not None)
+    w_in = _weight(pair.layer_in).detach().reshape(U, -1)
+    bias = pair.layer_in.bias.detach() if ("bias" in ctx.params
+                                            and pair.layer_in.bias is not None) else None
     w_out = _weight(pair.layer_out).detach()
     K = w_out.shape[0]
     m = w_out[0].numel() // U                  # columns (group or kernel) per unit
-    w_out_u = w_out.reshape(K, U, m).transpose(0, 1).reshape(U, K * m) if use_w \
-        else w_out.new_zeros(U, 0)
-
-    amax = w_in.abs().amax(1) if w_in.shape[1] else w_in.new_zeros(U)
-    bmax = w_out_u.abs().amax(1) if w_out_u.shape[1] else w_out_u.new_zeros(U)
+    w_out = w_out.reshape(K, U * m)
     dt = torch.float64
-    t_hi = (amax.to(dt) / ctx.l_in).log()      # t >= t_hi: incoming side in its box
-    t_lo = (ctx.l_out / bmax.to(dt)).log()     # t <= t_lo: outgoing side in its box
+    amax = w_in.abs().amax(1).to(dt) if use_w else torch.zeros(U, dtype=dt)
+    if bias is not None:
+        amax = torch.maximum(amax, bias.abs().to(dt))
+    bmax = w_out.abs().view(K, U, m).amax((0, 2)).to(dt) if use_w else torch.zeros(U, dtype=dt)
+    t_hi = (amax / ctx.l_in).log()             # t >= t_hi: incoming side in its box
+    t_lo = (ctx.l_out / bmax).log()            # t <= t_lo: outgoing side in its box
     R = float(opts["log_range"])
 
     # balance target: the log-balance at the first call, kept in this layer's work dict
     lam = float(opts["balance_weight"] or 0.0)
-    target = torch.zeros(U, dtype=dt, device=w_in.device)
+    target = torch.zeros(U, dtype=dt)
     if lam > 0:
         bal = log_balance(*(x.to(dt) for x in unit_norms(pair)))
         store = ctx.work if ctx.work is not None else ctx.cache.setdefault(f"b0_{ctx.index}", {})
@@ -461,75 +416,70 @@ def output_solver(ctx: SolveContext) -> Tensor:
     t = torch.minimum(torch.maximum(target, t_hi), t_lo)
     conf = (t_hi > t_lo).nonzero().squeeze(1)
     ctx.cache.setdefault("output_conflicted", {})[ctx.index] = int(conf.numel())
-    if conf.numel():
-        t_conf = _solve_conflicted(ctx, stats, conf, w_in, n_w_in, w_out_u, m, t_hi, t_lo,
-                                   target, lam, R, int(opts["grid"]), int(opts["refine"]))
-        t = t.index_copy(0, conf, t_conf)
-    d = t.exp().to(w_in.dtype)
-    d = torch.where(t == 0, torch.ones_like(d), d)
+    if conf.numel() and use_w:
+        t = t.index_copy(0, conf, _solve_conflicted(ctx, stats, conf, w_in, bias, w_out, m,
+                                                    t_hi, t_lo, target, lam, R, opts))
+    d = torch.where(t == 0, torch.ones_like(t), t.exp()).to(w_in.dtype)
     stats.rescaled(pair.layer_in, pair.layer_out, d, m)
     return d
 
 
-def _solve_conflicted(ctx: SolveContext, stats: _Stats, conf: Tensor, w_in: Tensor, n_w_in: int,
-                      w_out_u: Tensor, m: int, t_hi: Tensor, t_lo: Tensor, target: Tensor,
-                      lam: float, R: float, G: int, G2: int) -> Tensor:
+def _solve_conflicted(ctx: SolveContext, stats: _Stats, conf: Tensor, w_in: Tensor,
+                      bias: Optional[Tensor], w_out: Tensor, m: int, t_hi: Tensor,
+                      t_lo: Tensor, target: Tensor, lam: float, R: float, opts) -> Tensor:
     pair = ctx.pair
     C = conf.numel()
+    whole = C == pair.units
     lo_c, hi_c = t_lo.index_select(0, conf), t_hi.index_select(0, conf)
     tL, tR = lo_c.clamp_min(-R), hi_c.clamp_max(R)
     empty = tL > tR                       # window outside +-R: search all of [lo, hi]
     tL, tR = torch.where(empty, lo_c, tL), torch.where(empty, hi_c, tR)
-    # candidates: may violate somewhere in the window
-    ent_in = _side(w_in, conf, None, ctx.l_in * tL.exp().to(w_in.dtype), ctx.l_in, True)
-    ent_out = _side(w_out_u, conf, None, ctx.l_out * (-tR).exp().to(w_out_u.dtype),
-                    ctx.l_out, False)
-    # per-sample coefficients of the candidate entries
-    pos, col = ent_in[0], ent_in[1]
-    rows_in = conf.index_select(0, pos)
-    is_bias = col >= n_w_in if w_in.shape[1] > n_w_in else None
-    side_in = _prepare_side(stats, pair.layer_in, ent_in, rows_in, col.clamp_max(max(n_w_in - 1, 0)),
-                            is_bias, ctx.l_in, C)
-    pos_o, col_o = ent_out[0], ent_out[1]
-    k_o, q_o = torch.div(col_o, m, rounding_mode="floor"), col_o % m
-    unit_o = conf.index_select(0, pos_o)
-    side_out = _prepare_side(stats, pair.layer_out, ent_out, k_o, unit_o * m + q_o, None,
-                             ctx.l_out, C)
 
-    def objective(grid: Tensor) -> Tensor:
-        df = _eval(grid, side_in, side_out, ctx.l_in, ctx.l_out, C)
-        return df.square().sum(0)                                   # [C, G]
+    X_in, D_in = stats.get(pair.layer_in)
+    X_out, D_out = stats.get(pair.layer_out)
+    wi = w_in if whole else w_in.index_select(0, conf)
+    bi = None if bias is None else (bias if whole else bias.index_select(0, conf))
+    Di = D_in if whole else D_in.index_select(1, conf)
+    cols = (conf.view(-1, 1) * m + torch.arange(m, device=conf.device)).reshape(-1)
+    wo = w_out if whole else w_out.index_select(1, cols)
+    Xo = X_out if whole else X_out.index_select(1, cols)
+    X_in, Xo, Di, D_out = (x.to(w_in.dtype) for x in (X_in, Xo, Di, D_out))
 
-    zero = torch.zeros(C, 1, dtype=torch.float64, device=conf.device)
-    harm0 = objective(zero.clamp(min=tL.view(-1, 1), max=tR.view(-1, 1))).squeeze(1)
-    scale = harm0.clamp_min(max(float(harm0.max()) * 1e-12, 1e-300))
-    tgt = target.index_select(0, conf).view(-1, 1)
+    def df(grid: Tensor) -> Tensor:      # [n, C, G]
+        return (_contrib_in(X_in, Di, wi, bi, ctx.l_in, grid)
+                + _contrib_out(Xo, D_out, wo, ctx.l_out, grid, m))
 
-    def total(grid: Tensor) -> Tensor:
-        obj = objective(grid) / scale.view(-1, 1)
-        if lam > 0:
-            obj = obj + lam * (grid - tgt).square()
-        return obj
-
-    frac = torch.linspace(0, 1, G, dtype=torch.float64, device=conf.device)
-    grid = tL.view(-1, 1) + (tR - tL).view(-1, 1) * frac
-    # the point nearest 0 joins the grid, so no unit ends worse than d = 1 allows
-    grid = torch.cat([grid, torch.zeros_like(tL).clamp(min=tL, max=tR).view(-1, 1)], 1)
-    obj = total(grid)
-    best = obj.argmin(1, keepdim=True)
-    t_best = grid.gather(1, best)
-    step = (tR - tL).view(-1, 1) / max(G - 1, 1)
-    if G2 > 1:
-        frac2 = torch.linspace(-1, 1, G2, dtype=torch.float64, device=conf.device)
-        grid2 = (t_best + step * frac2).clamp(min=tL.view(-1, 1), max=tR.view(-1, 1))
-        grid2 = torch.cat([grid2, t_best], 1)
-        obj2 = total(grid2)
-        t_best = grid2.gather(1, obj2.argmin(1, keepdim=True))
-    t_best = t_best.squeeze(1)
+    # coarse grid in log d over each unit's window, plus the point of the window nearest 0
+    G = max(2, int(opts["grid"]))
+    frac = torch.linspace(0, 1, G, dtype=torch.float64)
+    grid = torch.cat([tL.view(-1, 1) + (tR - tL).view(-1, 1) * frac,
+                      torch.zeros_like(tL).clamp(min=tL, max=tR).view(-1, 1)], 1)
+    grid, order = grid.sort(1)
+    vals = df(grid)                                                     # [n, C, G+1]
+    # dense: per-sample df is piecewise affine in d and 1/d with many small kinks; it is
+    # interpolated linearly in log d between the evaluated points
+    Gd = max(2, int(opts["refine"]))
+    fine = tL.view(-1, 1) + (tR - tL).view(-1, 1) * torch.linspace(0, 1, Gd, dtype=torch.float64)
+    fine = torch.cat([fine, grid], 1)
+    j = torch.searchsorted(grid.contiguous(), fine.contiguous()).clamp(1, grid.shape[1] - 1)
+    g0, g1 = grid.gather(1, j - 1), grid.gather(1, j)
+    w = ((fine - g0) / (g1 - g0).clamp_min(1e-300)).clamp(0, 1)
+    # sum_n (v0 + w (v1 - v0))^2 = S00 (1-w)^2 + 2 S01 w (1-w) + S11 w^2, from [C, G] sums
+    S = vals.square().sum(0)                                            # [C, G+1]
+    S01 = (vals[:, :, :-1] * vals[:, :, 1:]).sum(0)                     # [C, G]
+    s00, s11, s01 = S.gather(1, j - 1), S.gather(1, j), S01.gather(1, j - 1)
+    obj = s00 * (1 - w).square() + 2 * s01 * w * (1 - w) + s11 * w.square()   # [C, Gd+G+1]
+    harm0 = S.gather(1, (grid == 0).long().argmax(1, keepdim=True)).squeeze(1)
+    if lam > 0:
+        scale = S.amax(1).clamp_min(1e-300)
+        obj = obj / scale.view(-1, 1) + lam * (fine - target.index_select(0, conf).view(-1, 1)
+                                                 ).square()
+    best = fine.gather(1, obj.argmin(1, keepdim=True)).squeeze(1)
     if ctx.options.get("record_prediction"):
-        df = _eval(t_best.view(-1, 1), side_in, side_out, ctx.l_in, ctx.l_out, C)
-        ctx.cache.setdefault("output_predicted", {})[ctx.index] = df[:, :, 0].sum(1)
-    return t_best
+        pred = df(best.view(-1, 1))[:, :, 0]
+        ctx.cache.setdefault("output_predicted", {})[ctx.index] = pred.sum(1)
+        ctx.cache.setdefault("output_harm0", {})[ctx.index] = harm0
+    return best
 
 
 def predicted_change(cache: dict) -> Optional[Tensor]:

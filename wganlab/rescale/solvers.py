@@ -2,10 +2,10 @@
 
 Notation for one hidden layer of U units: ``a`` [U, ...] holds the magnitudes of the entries
 entering unit i (its weight row / filter and its bias: under the rescaling they become a/d),
-``b`` [U, ...] those leaving it (a column of the next weight, or H*W of them after a flatten; they
-become b*d); ``l_in``/``l_out`` are the clipping bounds of the two layers. Any trailing shape
-and any strides are accepted, so a transposed view of the next layer's weight needs no copy. Eq. (7) of seed 001,
-separable per unit:
+``b`` [U, ...] those leaving it (a column of the next weight, or H*W of them after a flatten;
+they become b*d); ``l_in``/``l_out`` are the clipping bounds of the two layers. Any trailing
+shape and strides are accepted, so a transposed view of the next layer's weight needs no copy.
+Eq. (7) of seed 001, separable per unit:
 
     F_i(d) = sum_j [a_ij/d - l_in]_+^2 + sum_k [b_ik*d - l_out]_+^2
 
@@ -51,7 +51,7 @@ def _reduce(x: Tensor, op) -> Tensor:
     strided dims is several times slower."""
     if x.dim() == 1:
         return x
-    if x[0].numel() == 0:
+    if x.numel() == 0:
         return x.new_zeros(x.shape[0])
     if not x.is_contiguous() and x.transpose(0, 1).is_contiguous():
         x = op(x.transpose(0, 1), 0)
