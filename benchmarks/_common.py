@@ -10,7 +10,8 @@ from torch import nn
 from wganlab.config import DataConfig, ModelConfig
 from wganlab.models import build_models
 
-MNIST = Path(os.environ.get("WGANLAB_MNIST", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+MNIST = Path(os.environ.get("WGANLAB_MNIST",
+                           Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
 #: seed 001's clipping bounds
 BOUNDS = {"mlp": [0.035, 0.045, 0.0625], "dcgan": [0.05, 0.008, 0.006, 0.004]}
 

@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--mlp-steps", type=int, default=60)
     ap.add_argument("--dcgan-steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=200, help="MLP warm-up steps (DCGAN: 1/5)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "projection_cost.json"))
+    ap.add_argument("--out",
+                    default=str(Path(__file__).parent / "results" / "projection_cost.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     images = mnist_images()

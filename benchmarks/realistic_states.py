@@ -118,6 +118,7 @@ def main() -> None:
                     r["impact_ratio"].append(d / d_clip)
                 r["impact"].append(d)
                 r["logd_median"].append(float(torch.cat(scales).double().log().abs().median()))
+        driver.observe(batch)
         driver.step(opt_c)
         if step % 10 == 0 or step == args.steps - 1:
             balance.append(float(log_balance(*unit_norms(first)).abs().median()))

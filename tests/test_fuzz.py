@@ -238,3 +238,77 @@ def test_self_referencing_yaml_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="c.yaml"):
         load_config(path)
     assert yaml  # the loader is PyYAML's safe loader
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+    from conftest import tiny_config
+    from wganlab.train import Trainer
+    out = tmp_path_factory.mktemp("fuzzckpt")
+    Trainer(tiny_config(**{"train.generator_steps": 2, "constraint.name": "gp"}), out).run()
+    return out / "checkpoints" / "step_0000002"
+
+
+@st.composite
+def json_mutation(draw, text: str):
+    """A state.json edited the way a buggy tool (or an attacker) might: values swapped for
+    others of another type, keys dropped, lists cut."""
+    import json as _json
+    tree = _json.loads(text)
+    nodes = [(None, None, tree)]
+    out = []
+    while nodes:
+        parent, key, node = nodes.pop()
+        out.append((parent, key))
+        if isinstance(node, dict):
+            nodes += [(node, k, v) for k, v in node.items()]
+        elif isinstance(node, list) and len(node) < 50:
+            nodes += [(node, i, v) for i, v in enumerate(node)]
+    for _ in range(draw(st.integers(1, 3))):
+        parent, key = draw(st.sampled_from(out[1:]))
+        try:
+            if draw(st.booleans()) and isinstance(parent, dict):
+                del parent[key]
+            else:
+                parent[key] = draw(st.sampled_from([None, -1, 2**40, "x", [], {}, 0.5,
+                                                    {"__tensor__": ["state", "nope"]},
+                                                    {"__tuple__": 3}, {"__dict__": [[1]]}]))
+        except (KeyError, IndexError):
+            pass
+    return _json.dumps(tree)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_checkpoint_with_valid_hashes_but_bad_content(checkpoint_dir, data):
+    """Past the hash check, a malformed state still gives CheckpointError, never a traceback
+    from deep inside torch, numpy or random (the manifest is rewritten to match the edits)."""
+    import hashlib
+    import json as _json
+    import shutil
+    from conftest import tiny_config
+    from wganlab.train import Trainer
+    from wganlab.train.checkpoint import MANIFEST, CheckpointError, load_checkpoint, restore
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "checkpoints" / "step_0000002"
+        shutil.copytree(checkpoint_dir, path)
+        target = data.draw(st.sampled_from(["state.json", "state.safetensors",
+                                            "critic.safetensors"]))
+        if target == "state.json":
+            new = data.draw(json_mutation((path / target).read_text())).encode()
+        else:
+            new = data.draw(mutated(st.just((path / target).read_bytes())))
+        (path / target).write_bytes(new)
+        manifest = _json.loads((path / MANIFEST).read_text())
+        manifest["files"][target] = {"bytes": len(new), "sha256": hashlib.sha256(new).hexdigest()}
+        (path / MANIFEST).write_text(_json.dumps(manifest))
+        try:
+            ckpt = load_checkpoint(path)
+            trainer = Trainer(tiny_config(**{"train.generator_steps": 2,
+                                             "constraint.name": "gp"}), Path(d))
+            restore(trainer, ckpt)
+        except CheckpointError:
+            pass

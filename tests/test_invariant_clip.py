@@ -93,7 +93,8 @@ def test_any_positive_scales_keep_the_function_float64(net_x, seed):
     with torch.no_grad():
         f0 = net(x)
         for pair in find_pairs(net):
-            rescale_pair_(pair, torch.exp(2 * torch.randn(pair.units, generator=g, dtype=torch.float64)))
+            d = torch.exp(2 * torch.randn(pair.units, generator=g, dtype=torch.float64))
+            rescale_pair_(pair, d)
         assert rel_change(f0, net(x)) < 1e-12
 
 

@@ -43,7 +43,8 @@ def algorithm1_loop(a, b, l_in, l_out, alpha, k_max):
 def objective(a, b, l_in, l_out, d):
     """eq. (7) for one unit (1-D a, b) at a python float d, in float64."""
     a, b = a.double(), b.double()
-    return float(((a / d - l_in).clamp_min(0) ** 2).sum() + ((b * d - l_out).clamp_min(0) ** 2).sum())
+    return float(((a / d - l_in).clamp_min(0) ** 2).sum()
+                 + ((b * d - l_out).clamp_min(0) ** 2).sum())
 
 
 def brute_minimiser(a, b, l_in, l_out):

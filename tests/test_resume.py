@@ -9,6 +9,7 @@ import os
 import random
 import re
 import signal
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -106,7 +107,7 @@ def test_resume_after_sigkill_is_bit_identical(killed_runs, fast_path, constrain
 
 # ----------------------------------------------------------------------------- kill storm
 
-STORM = {"train.generator_steps": 40, "train.checkpoint_every": 1, "train.keep_checkpoints": 2,
+STORM = {"train.generator_steps": 60, "train.checkpoint_every": 1, "train.keep_checkpoints": 2,
          "train.log_every": 3}
 
 
@@ -116,9 +117,10 @@ def forked(fn, stderr: Path | None = None) -> int:
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
-            if stderr is not None:
+            if stderr is not None:  # past pytest's capture, which replaced sys.stderr
                 fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
                 os.dup2(fd, 2)
+                sys.stderr = open(2, "w", buffering=1, closefd=False)
             code = fn()
         except BaseException:
             traceback.print_exc()
@@ -197,9 +199,9 @@ def test_repeated_kills_never_leave_a_wrong_checkpoint(fast_path):
     while kills < 24:
         pid = forked(storm_child(run), fast_path / "stderr.txt")
         if kills % 2:  # at a random time
-            time.sleep(rng.uniform(0.02, 0.3))
+            time.sleep(rng.uniform(0.01, 0.15))
         else:  # as soon as a checkpoint is being written
-            writing(run / "checkpoints", timeout=2.0)
+            writing(run / "checkpoints", timeout=1.0)
             time.sleep(rng.uniform(0, 0.002))
         os.kill(pid, signal.SIGKILL)
         assert exit_code(pid) in (-signal.SIGKILL, 0), (fast_path / "stderr.txt").read_text()
@@ -215,6 +217,7 @@ def test_repeated_kills_never_leave_a_wrong_checkpoint(fast_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     print(f"{kills} kills, {interrupted} during a write; checkpoints seen: {valid} valid, "
           f"{invalid} invalid (skipped)")
+    assert interrupted >= 2  # the kills did land inside checkpoint writes
 
 
 # ----------------------------------------------------------------------------- signals
@@ -277,3 +280,20 @@ def test_resume_of_nothing_is_a_clear_error(tmp_path, capsys, caplog):
     err = capsys.readouterr().err
     assert "no valid checkpoint (1 invalid ones skipped)" in err
     assert "step_0000003/MANIFEST.json is missing" in caplog.text  # the warning says why
+
+
+def test_branch_from_an_older_checkpoint(fast_path, capsys):
+    out = fast_path / "run"
+    args = cli_args(out, "clip")
+    args[args.index(f"train.generator_steps={STEPS}")] = "train.generator_steps=6"
+    assert main(args) == 0
+    older = out / "checkpoints" / "step_0000004"
+    assert main(["train", "--resume", str(older)]) == 1  # in place it would discard step 6
+    assert "--out NEW_DIR" in capsys.readouterr().err
+    branch = fast_path / "branch"
+    assert main(["train", "--resume", str(older), "--out", str(branch)]) == 0
+    a, b = weights(out), weights(branch)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same config: the same steps 5 and 6
+    assert newest_step(out) == 6 and newest_step(branch) == 6
+    steps = [json.loads(x)["generator_step"] for x in (branch / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))

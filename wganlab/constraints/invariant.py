@@ -158,7 +158,8 @@ class InvariantClip(Constraint):
         self.steps = int(state.get("steps", 0))
 
     def __repr__(self) -> str:
-        return (f"InvariantClip(solver={self.solver!r}, bounds={[round(b, 6) for b in self.bounds]}, "
+        bounds = [round(b, 6) for b in self.bounds]
+        return (f"InvariantClip(solver={self.solver!r}, bounds={bounds}, "
                 f"pairs={len(self.pairs)}, sweeps={self.sweeps}, every={self.every}, "
                 f"transform_state={self.transform_state})")
 

@@ -184,6 +184,7 @@ def execute(plan: Plan, log=print, train: bool = True) -> dict[str, Any]:
     infos: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
     resume_ok = _train_supports_resume()
     order = run_order(plan.constraints, plan.seeds)
+    names = {run_name(c, s) for c, s in order}
     for i, (c, s) in enumerate(order, 1):
         name = run_name(c, s)
         run_dir = plan.out / "runs" / name
@@ -198,10 +199,18 @@ def execute(plan: Plan, log=print, train: bool = True) -> dict[str, Any]:
             continue
         else:
             infos[name] = run_one(plan, c, s, run_dir, resume_ok, log, f"[{i}/{len(order)}]")
-        if plan.final_eval and infos[name].get("rc") == 0 and \
-                "error" in infos[name].get("final_eval", {"error": "not yet"}):  # retried
-            infos[name]["final_eval"] = final_eval(run_dir, plan.final_eval_samples, log)
         _write_json(info_path, infos)
+    if plan.final_eval:  # missing or failed before: (re)tried
+        todo = [n for n, v in infos.items() if v.get("rc") == 0 and n in names
+                and "error" in v.get("final_eval", {"error": "not yet"})]
+        if todo:
+            log(f"evaluating {len(todo)} final generator(s)")
+            res = final_evals([plan.out / "runs" / n for n in todo], plan.final_eval_samples,
+                              log)
+            for n in todo:
+                infos[n]["final_eval"] = res.get(str(plan.out / "runs" / n),
+                                                 {"error": "no result"})
+            _write_json(info_path, infos)
     results = collect(plan, infos)
     write_outputs(plan, results)
     return results
@@ -241,21 +250,27 @@ def run_one(plan: Plan, constraint: str, seed: int, run_dir: Path, resume_ok: bo
     return info
 
 
-def final_eval(run_dir: Path, n_samples: int, log=print) -> dict[str, float]:
-    """Metrics of the final generator, the same way for every run (fixed latents, n samples),
-    whether or not the trainer evaluated on a schedule. In a subprocess, like training: it
-    reads the run's config with the package as installed now, not as imported when a long
-    comparison began."""
-    cmd = [sys.executable, "-m", "wganlab.report.compare", "final-eval", str(run_dir),
-           str(n_samples)]
+def final_evals(run_dirs: list[Path], n_samples: int, log=print) -> dict[str, dict]:
+    """Metrics of each final generator, the same way for every run (fixed latents, n samples),
+    whether or not the trainer evaluated on a schedule. One subprocess for all of them: it
+    reads the runs' configs with the package as installed now, not as imported when a long
+    comparison began, and pays the start-up once."""
+    if not run_dirs:
+        return {}
+    cmd = [sys.executable, "-m", "wganlab.report.compare", "final-eval", str(n_samples),
+           *map(str, run_dirs)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         err = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        log(f"final evaluation of {run_dir} failed: {err}")
-        return {"error": err}
-    return json.loads(lines[-1])
+        log(f"final evaluation failed: {err}")
+        return {str(d): {"error": err} for d in run_dirs}
+    out = json.loads(lines[-1])
+    for d, res in out.items():
+        if "error" in res:
+            log(f"final evaluation of {d} failed: {res['error']}")
+    return out
 
 
 def _final_eval_here(run_dir: Path, n_samples: int) -> dict[str, float]:
@@ -575,7 +590,18 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
-if __name__ == "__main__":  # the final-evaluation subprocess: prints one JSON line
-    if len(sys.argv) != 4 or sys.argv[1] != "final-eval":
-        sys.exit("usage: python -m wganlab.report.compare final-eval RUN_DIR N_SAMPLES")
-    print(json.dumps(_final_eval_here(Path(sys.argv[2]), int(sys.argv[3]))))
+def _final_eval_main(argv: list[str]) -> None:
+    """The final-evaluation subprocess: one JSON line {run_dir: metrics or {"error": ...}}."""
+    if len(argv) < 3 or argv[0] != "final-eval":
+        sys.exit("usage: python -m wganlab.report.compare final-eval N_SAMPLES RUN_DIR...")
+    out = {}
+    for d in argv[2:]:
+        try:
+            out[d] = _final_eval_here(Path(d), int(argv[1]))
+        except Exception as e:  # one broken run must not hide the others' results
+            out[d] = {"error": f"{type(e).__name__}: {e}"}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    _final_eval_main(sys.argv[1:])

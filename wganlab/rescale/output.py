@@ -58,7 +58,7 @@ log = logging.getLogger("wganlab.rescale")
 
 #: option defaults (``options`` of InvariantClip; subsample/balance_weight also in the config)
 DEFAULTS: dict[str, Any] = {
-    "subsample": 32,        # samples of the batch used for the statistics (None: all)
+    "subsample": 16,        # samples of the batch used for the statistics (None: all)
     "log_range": 0.05,      # search |log d| <= this (widened to [lo, hi] if that is all outside)
     "grid": 4,              # evaluated points per conflicted unit (+ the one nearest d = 1)
     "refine": 64,           # dense points (interpolated) on which the objective is minimised
@@ -320,8 +320,19 @@ def _statistics(ctx: SolveContext) -> _Stats:
 
 # ----------------------------------------------------------------------------- the solve
 
+def _buffer(work: Optional[dict], key: str, shape: tuple, like: Tensor) -> Tensor:
+    """A scratch tensor kept in ``work`` across steps: fresh large allocations page-fault on
+    every step, which costs more than the arithmetic on CPU."""
+    if work is None:
+        return like.new_empty(shape)
+    buf = work.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+        buf = work[key] = like.new_empty(shape)
+    return buf
+
+
 def _contrib_in(X: Tensor, D: Tensor, w: Tensor, bias: Optional[Tensor], l: float,
-                 grid: Tensor) -> Tensor:
+                grid: Tensor, work: Optional[dict] = None) -> Tensor:
     """Per-sample first-order output change from the clipping of the incoming side of the
     selected units, at each of their grid points: [n, C, G] (see the module doc).
 
@@ -333,22 +344,27 @@ def _contrib_in(X: Tensor, D: Tensor, w: Tensor, bias: Optional[Tensor], l: floa
     C, G = grid.shape
     thr = (l * grid.exp()).to(w.dtype).t().reshape(G, C, 1)                 # [G, C, 1]
     # -sign(W) (|W| - thr)_+ = clamp(W, -thr, thr) - W: two passes over [G, C, F]
-    Z = w.new_empty(G, C, F_)                 # contiguous: reshaped below without a copy
-    torch.clamp(w.unsqueeze(0), min=-thr, max=thr, out=Z).sub_(w.unsqueeze(0))
+    Z = _buffer(work, "output_zin", (G, C, F_), w)   # contiguous: reshaped without a copy
+    # Z + W = clamp(W, -thr, thr): two passes (minimum/maximum: several times faster than
+    # clamp with tensor bounds on CPU); the product with W itself is subtracted after the matmul
+    torch.maximum(torch.minimum(w.unsqueeze(0), thr, out=Z), -thr, out=Z)
     if P == 1:
         Y = X[:, :, 0] @ Z.reshape(G * C, F_).t()                           # [n, G*C]
-        out = Y.view(n, G, C) * D[:, :, 0].unsqueeze(1)
+        Y = Y.view(n, G, C) - (X[:, :, 0] @ w.t()).unsqueeze(1)
+        out = Y * D[:, :, 0].unsqueeze(1)
     else:
-        Y = Z.reshape(G * C, F_) @ X.permute(1, 0, 2).reshape(F_, n * P)  # [G*C, n*P]
+        Xf = X.permute(1, 0, 2).reshape(F_, n * P)
+        Y = (Z.reshape(G * C, F_) @ Xf).view(G, C, n * P) - (w @ Xf).unsqueeze(0)
         out = (Y.view(G, C, n, P) * D.permute(1, 0, 2).unsqueeze(0)).sum(3).permute(2, 0, 1)
     if bias is not None:
         tb = thr[:, :, 0]
-        zb = torch.clamp(bias.unsqueeze(0), min=-tb, max=tb).sub_(bias.unsqueeze(0))  # [G, C]
+        zb = torch.maximum(torch.minimum(bias.unsqueeze(0), tb), -tb) - bias.unsqueeze(0)
         out = out + D.sum(2).unsqueeze(1) * zb.unsqueeze(0)
     return out.permute(0, 2, 1).double()                                    # [n, C, G]
 
 
-def _contrib_out(X: Tensor, D: Tensor, w: Tensor, l: float, grid: Tensor, m: int) -> Tensor:
+def _contrib_out(X: Tensor, D: Tensor, w: Tensor, l: float, grid: Tensor, m: int,
+                 work: Optional[dict] = None) -> Tensor:
     """The same for the outgoing side: ``w`` [K, C*m] (the selected units' columns), ``X``
     [n, C*m, P] (their input columns), ``D`` [n, K, P]; Z = -sign(W) (|W| - l/d)_+ seen
     through c/d. Returns [n, C, G]."""
@@ -356,12 +372,14 @@ def _contrib_out(X: Tensor, D: Tensor, w: Tensor, l: float, grid: Tensor, m: int
     C, G = grid.shape
     K = w.shape[0]
     thr = (l * (-grid).exp()).to(w.dtype).t().repeat_interleave(m, 1).unsqueeze(0)  # [1,G,C*m]
-    Z = w.new_empty(K, G, Fc)
-    torch.clamp(w.unsqueeze(1), min=-thr, max=thr, out=Z).sub_(w.unsqueeze(1))
+    Z = _buffer(work, "output_zout", (K, G, Fc), w)
+    torch.maximum(torch.minimum(w.unsqueeze(1), thr, out=Z), -thr, out=Z)   # Z + W
     if P == 1:
-        Y = (D[:, :, 0] @ Z.reshape(K, G * Fc)).view(n, G, Fc) * X[:, :, 0].unsqueeze(1)
+        Y = (D[:, :, 0] @ Z.reshape(K, G * Fc)).view(n, G, Fc) - (D[:, :, 0] @ w).unsqueeze(1)
+        Y = Y * X[:, :, 0].unsqueeze(1)
     else:
-        Y = D.permute(0, 2, 1).reshape(n * P, K) @ Z.reshape(K, G * Fc)       # [n*P, G*Fc]
+        Df = D.permute(0, 2, 1).reshape(n * P, K)
+        Y = (Df @ Z.reshape(K, G * Fc)).view(n * P, G, Fc) - (Df @ w).unsqueeze(1)
         Y = (Y.view(n, P, G, Fc) * X.permute(0, 2, 1).unsqueeze(2)).sum(1)   # [n, G, Fc]
     return Y.view(n, G, C, m).sum(3).permute(0, 2, 1).double()              # [n, C, G]
 
@@ -446,8 +464,8 @@ def _solve_conflicted(ctx: SolveContext, stats: _Stats, conf: Tensor, w_in: Tens
     X_in, Xo, Di, D_out = (x.to(w_in.dtype) for x in (X_in, Xo, Di, D_out))
 
     def df(grid: Tensor) -> Tensor:      # [n, C, G]
-        return (_contrib_in(X_in, Di, wi, bi, ctx.l_in, grid)
-                + _contrib_out(Xo, D_out, wo, ctx.l_out, grid, m))
+        return (_contrib_in(X_in, Di, wi, bi, ctx.l_in, grid, ctx.work)
+                + _contrib_out(Xo, D_out, wo, ctx.l_out, grid, m, ctx.work))
 
     # coarse grid in log d over each unit's window, plus the point of the window nearest 0
     G = max(2, int(opts["grid"]))
@@ -461,7 +479,7 @@ def _solve_conflicted(ctx: SolveContext, stats: _Stats, conf: Tensor, w_in: Tens
     Gd = max(2, int(opts["refine"]))
     fine = tL.view(-1, 1) + (tR - tL).view(-1, 1) * torch.linspace(0, 1, Gd, dtype=torch.float64)
     fine = torch.cat([fine, grid], 1)
-    j = torch.searchsorted(grid.contiguous(), fine.contiguous()).clamp(1, grid.shape[1] - 1)
+    j = (fine.unsqueeze(2) > grid.unsqueeze(1)).sum(2).clamp(1, grid.shape[1] - 1)
     g0, g1 = grid.gather(1, j - 1), grid.gather(1, j)
     w = ((fine - g0) / (g1 - g0).clamp_min(1e-300)).clamp(0, 1)
     # sum_n (v0 + w (v1 - v0))^2 = S00 (1-w)^2 + 2 S01 w (1-w) + S11 w^2, from [C, G] sums

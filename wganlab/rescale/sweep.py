@@ -65,10 +65,12 @@ def register_solver(name: str):
 
 def get_solver(name: str) -> SolverFn:
     if name not in SOLVERS:
+        module = f"{__package__}.{name.replace('-', '_')}"
         try:
-            importlib.import_module(f"{__package__}.{name.replace('-', '_')}")
-        except ImportError:
-            pass
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
     if name not in SOLVERS:
         raise ValueError(f"unknown rescaling solver {name!r}; choose from "
                          f"{', '.join(sorted(SOLVERS))}")

@@ -587,9 +587,7 @@ class Checkpointer:
         best = self._improved(record)
         if due or best is not None or self.signal is not None:
             with t.clock:
-                reason = ("signal" if self.signal is not None and not due
-                          else "best" if best is not None and not due else "periodic")
-                self.save(reason, best)
+                self.save("periodic" if due else "best" if best is not None else "signal", best)
         if self.signal is not None:
             raise RunInterrupted(self.signal, g, self.last_path)
 

@@ -263,13 +263,17 @@ class Replicas:
         dist.broadcast(t, 0, group=self.control)
         return bool(t.item())
 
-    def signal(self, signum: Optional[int]) -> Optional[int]:
-        """A stop signal received by any rank (the largest signal number), on every rank."""
+    def agree_signal(self, holder) -> None:
+        """Give ``holder.signal`` (a checkpointer's pending stop signal, set asynchronously by
+        its handler) to every rank if any rank has one, so that all ranks stop at the same
+        generator step. Never clears a signal (the handler may set it at any moment)."""
         if not self.active:
-            return signum
-        t = torch.tensor([signum or 0], dtype=torch.int32)
+            return
+        t = torch.tensor([holder.signal or 0], dtype=torch.int32)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
-        return int(t.item()) or None
+        agreed = int(t.item())
+        if agreed and holder.signal is None:
+            holder.signal = agreed
 
     # -- log steps --------------------------------------------------------------------------
     def mean_(self, values: dict[str, torch.Tensor]) -> None:
@@ -288,7 +292,9 @@ class Replicas:
         """Raise if the ranks do not hold bitwise identical parameters and buffers."""
         if not self.active:
             return
-        fp = fingerprint(*modules)
+        # CPU batch norm's running statistics are per rank between two generator steps
+        skip = {id(b) for m in self._bn_buffers for b in (m.running_mean, m.running_var)}
+        fp = fingerprint(*modules, skip=skip)
         both = torch.cat([fp, -fp])
         dist.all_reduce(both, op=dist.ReduceOp.MAX)
         hi, lo = both[:len(fp)], -both[len(fp):]
@@ -299,13 +305,14 @@ class Replicas:
                                 "ranks, or a rank was restored from a different checkpoint")
 
 
-def fingerprint(*modules: nn.Module) -> torch.Tensor:
-    """A float64 summary of modules' floating parameters and buffers, equal for equal weights:
-    per tensor, the sum and the sum weighted by a fixed ramp (order-sensitive)."""
+def fingerprint(*modules: nn.Module, skip: frozenset | set = frozenset()) -> torch.Tensor:
+    """A float64 summary of modules' floating parameters and buffers (but those whose ``id`` is
+    in ``skip``), equal for equal weights: per tensor, the sum and the sum weighted by a fixed
+    ramp (order-sensitive)."""
     out = []
     for m in modules:
         for t in list(m.parameters()) + list(m.buffers()):
-            if not t.is_floating_point():
+            if not t.is_floating_point() or id(t) in skip:
                 continue
             v = t.detach().reshape(-1).double()
             ramp = torch.linspace(1.0, 2.0, v.numel(), dtype=torch.float64, device=v.device)

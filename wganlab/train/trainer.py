@@ -228,9 +228,9 @@ class Trainer:
         bar = self._progress_bar()
         self.clock = Clock(*getattr(self, "_resume_clock", (0.0, 0.0)))
         record: dict[str, Any] = {}
-        self.checkpoints.start()
-        self._dist.check_replicas(self.generator, self.critic)
         try:
+            self.checkpoints.start()
+            self._dist.check_replicas(self.generator, self.critic)
             while not self._done():
                 g = self.generator_step
                 log_now = (g + 1) % tc.log_every == 0
@@ -251,7 +251,7 @@ class Trainer:
                         self.evaluate()
                     for cb in self.callbacks:
                         cb(self, record if log_now else {})
-                    self.checkpoints.signal = self._dist.signal(self.checkpoints.signal)
+                    self._dist.agree_signal(self.checkpoints)  # a stop signal stops all ranks
                     self.checkpoints.after_step(record if log_now else {})
             if self._dist.from_main(not self.history
                                     or self.history[-1]["generator_step"] != self.generator_step):
