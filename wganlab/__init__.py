@@ -12,5 +12,5 @@ from .constraints import Constraint, WeightClip, build_constraint
 from .constraints import InvariantClip  # noqa: F401
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "load_config", "Constraint", "WeightClip",
+__all__ = ["Config", "ConfigError", "load_config", "Constraint", "WeightClip", "InvariantClip",
            "build_constraint", "__version__"]
