@@ -115,8 +115,9 @@ def test_damaged_checkpoint_is_detected_and_skipped(run_dir, tmp_path, damage, n
 def test_checkpoint_of_another_model_is_refused(run_dir, tmp_path):
     out, _ = run_dir
     other = Trainer(tiny_config(**{"constraint.name": "gp", "model.toy_hidden": 8}), tmp_path)
-    with pytest.raises(CheckpointError, match=r"generator\.safetensors holds the weights of "
-                                              r"another model.*wrong shape: 0\.weight is \[16, 2\]"):
+    wrong = r"generator\.safetensors holds the weights of another model.*wrong shape: " \
+            r"0\.weight is \[16, 2\]"
+    with pytest.raises(CheckpointError, match=wrong):
         resume(other, out, force=True)
     with pytest.raises(CheckpointError, match="model.toy_hidden: 16 -> 8"):
         resume(other, out)

@@ -91,6 +91,14 @@ def _worker(out: Path) -> None:
             trainer, record = _train(case, out / f"{case}-run", rank, world)
             results[case] = {"weights": _weights(trainer), "record": record,
                              "steps": (trainer.generator_step, trainer.critic_step)}
+        # a wall-clock budget: each rank's clock says something else, they must stop together
+        from wganlab.train import Trainer
+        trainer = Trainer(tiny_config(**{"train.generator_steps": "null",
+                                         "train.budget_seconds": 1.0}),
+                          out / "budget-run", rank=rank, world=world)
+        trainer.run()
+        results["budget"] = {"weights": _weights(trainer),
+                             "steps": (trainer.generator_step, trainer.critic_step)}
         torch.save(results, out / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -157,6 +165,13 @@ def test_two_processes_equal_one(two_process, tmp_path, case):
     for key in ("w_estimate", "loss_critic", "loss_generator", "penalty"):
         if key in record:
             assert r0[case]["record"][key] == pytest.approx(record[key], rel=1e-4, abs=1e-6)
+
+
+def test_time_budget_stops_all_ranks_together(two_process):
+    (r0, r1), _ = two_process
+    assert r0["budget"]["steps"] == r1["budget"]["steps"] and r0["budget"]["steps"][1] > 0
+    for k, v in r0["budget"]["weights"].items():
+        assert torch.equal(v, r1["budget"]["weights"][k]), k
 
 
 def test_only_rank0_writes(two_process):

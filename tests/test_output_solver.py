@@ -160,7 +160,9 @@ def test_predicted_first_order_change_matches_measured(bias):
     predicted = O.predicted_change(cache)
     assert predicted is not None and measured.abs().max() > 0
     # first order in the clip errors; with the LeakyReLU kinks only a few samples may flip
-    assert float((predicted - measured).norm() / measured.norm()) < 0.05
+    rel = float((predicted - measured).norm() / measured.norm())
+    print(f"linear, bias={bias}: relative error of the prediction {rel:.2e}")
+    assert rel < 0.01
     assert float(measured.norm()) <= plain * 1.0001  # never worse than plain clipping here
 
 
@@ -260,4 +262,22 @@ def test_predicted_change_conv():
                 p.clamp_(-l, l)
     measured = critic_output(C, x).reshape(-1) - f0
     predicted = O.predicted_change(cache)
-    assert float((predicted - measured).norm() / measured.norm()) < 0.05
+    rel = float((predicted - measured).norm() / measured.norm())
+    print(f"conv: relative error of the prediction {rel:.2e}")
+    assert rel < 0.01
+
+
+def test_trainer_uses_the_steps_own_backward(tmp_path, monkeypatch):
+    """In the trainer the solver reads the critic step's captured sensitivities: its own
+    forward/backward runs only once (the first call, before the hooks exist)."""
+    from conftest import tiny_config
+    from wganlab.train import Trainer
+    calls = []
+    real_own_pass = O._own_pass
+    monkeypatch.setattr(O, "_own_pass", lambda *a: calls.append(1) or real_own_pass(*a))
+    cfg = tiny_config(**{"constraint.name": "invclip", "constraint.solver": "output",
+                         "constraint.clip": 0.05, "train.generator_steps": 3})
+    Trainer(cfg, tmp_path / "run").run()
+    assert len(calls) == 1
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert any("invclip/impact" in line for line in lines)

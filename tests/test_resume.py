@@ -2,8 +2,10 @@
 uninterrupted one; repeated kills during checkpoint writes never leave a checkpoint that loads
 wrong; SIGINT/SIGTERM checkpoint and exit 130/143; resuming with another config is refused.
 
-Determinism needed on CPU: the same thread count (``train.threads=1``, OMP_NUM_THREADS=1);
-the trainer's own seeding and the checkpointed RNG states do the rest."""
+The killed runs are forked children of the test process running the CLI's ``main``: a child
+costs milliseconds instead of an interpreter start (seconds), and runs the very code the test
+compares against. Determinism needed on CPU: the same thread count (``train.threads=1``,
+OMP_NUM_THREADS=1); the trainer's seeding and the checkpointed RNG states do the rest."""
 import json
 import os
 import random
@@ -23,6 +25,7 @@ from wganlab.constraints import available
 from wganlab.train import Trainer
 from wganlab.train.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint,
                                       resume)
+from wganlab.train.logger import read_metrics
 
 from conftest import tiny_config
 from fastdisk import fast_module_path, fast_path  # noqa: F401  (fixtures)
@@ -64,12 +67,36 @@ def log_records(run: Path) -> list[dict]:
     return out
 
 
+def forked(fn, stderr: Path | None = None) -> int:
+    """Run ``fn`` in a forked child (cheap: torch is already imported); returns its pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            if stderr is not None:  # past pytest's capture, which replaced sys.stderr
+                fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+                os.dup2(fd, 2)
+                sys.stderr = open(2, "w", buffering=1, closefd=False)
+            code = fn()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 @pytest.fixture(scope="module")
 def killed_runs(fast_module_path):
-    """`wganlab train` (the CLI's main, in a forked child: torch is already imported, so no
-    start-up cost) per constraint, SIGKILLed once its checkpoint of a random step appeared."""
-    import torch._dynamo  # noqa: F401  (optimizers import it on their first step: once here,
-    root = fast_module_path  # not again in every forked child)
+    """`wganlab train` per constraint (the CLI's main in a forked child: no interpreter
+    start-up, and the same code as the test), SIGKILLed once its checkpoint of a random step
+    has appeared."""
+    import torch._dynamo  # noqa: F401  (optimizers load it on their first step: load it once)
+    root = fast_module_path
     rng = random.Random(7)
     kills = {}
     for c in CONSTRAINTS:
@@ -109,29 +136,6 @@ def test_resume_after_sigkill_is_bit_identical(killed_runs, fast_path, constrain
 
 STORM = {"train.generator_steps": 60, "train.checkpoint_every": 1, "train.keep_checkpoints": 2,
          "train.log_every": 3}
-
-
-def forked(fn, stderr: Path | None = None) -> int:
-    """Run ``fn`` in a forked child (cheap: torch is already imported); returns its pid."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            if stderr is not None:  # past pytest's capture, which replaced sys.stderr
-                fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-                os.dup2(fd, 2)
-                sys.stderr = open(2, "w", buffering=1, closefd=False)
-            code = fn()
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
-
-
-def exit_code(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 def storm_child(run: Path):
@@ -268,7 +272,7 @@ def test_resume_with_another_config_is_refused_listing_keys(fast_path, capsys):
     assert main(["train", "--resume", str(out), "--force-resume", "--set", "seed=3",
                  "--set", "train.generator_steps=8"]) == 0
     assert newest_step(out) == 8
-    steps = [json.loads(x)["generator_step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["generator_step"] for r in read_metrics(out / "metrics.jsonl")]
     assert steps == sorted(steps)
 
 
@@ -295,5 +299,5 @@ def test_branch_from_an_older_checkpoint(fast_path, capsys):
     a, b = weights(out), weights(branch)
     assert all(torch.equal(a[k], b[k]) for k in a)  # same config: the same steps 5 and 6
     assert newest_step(out) == 6 and newest_step(branch) == 6
-    steps = [json.loads(x)["generator_step"] for x in (branch / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["generator_step"] for r in read_metrics(branch / "metrics.jsonl")]
     assert steps == sorted(set(steps))

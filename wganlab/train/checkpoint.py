@@ -301,8 +301,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     tensors = {}
     for key in WEIGHT_KEYS + ("state",):
         fpath = path / f"{key}.safetensors"
-        try:
-            tensors[key] = st_load(blobs[f"{key}.safetensors"])
+        try:  # cloned: the loaded tensors would share memory with immutable bytes objects
+            loaded = st_load(blobs[f"{key}.safetensors"])
+            tensors[key] = {k: v.clone() for k, v in loaded.items()}
         except (SafetensorError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{fpath} is not a valid safetensors file ({e})") from None
     body = _read_json(path / STATE_JSON, blobs[STATE_JSON])
@@ -316,7 +317,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except CheckpointError as e:
         raise CheckpointError(f"{path / STATE_JSON}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / STATE_JSON} has a malformed trainer state ({e!r})") from None
+        raise CheckpointError(f"{path / STATE_JSON} has a malformed trainer state "
+                              f"({e!r})") from None
     if manifest.get("generator_step") != g:
         raise CheckpointError(f"{mpath} says generator step {manifest.get('generator_step')} "
                               f"but {STATE_JSON} holds step {g}")
@@ -603,7 +605,8 @@ class Checkpointer:
         self.save("final", self._improved({}))
 
     # -- writing -----------------------------------------------------------------------------
-    def save(self, reason: str = "periodic", best: Optional[dict[str, Any]] = None) -> Optional[Path]:
+    def save(self, reason: str = "periodic",
+             best: Optional[dict[str, Any]] = None) -> Optional[Path]:
         """Check every value is finite, then write this step's checkpoint and prune old ones."""
         t = self.trainer
         g = t.generator_step

@@ -75,7 +75,8 @@ def check_finite(trainer: "Trainer", when: str = "log") -> None:
 
 
 def first_nonfinite(state: dict, prefix: str = "") -> Optional[str]:
-    """The path of the first non-finite floating tensor in a nested state (for tests/tools)."""
+    """The path of the first non-finite floating tensor in a nested state (optimizer moments
+    before a checkpoint is written), or None."""
     for k, v in state.items() if isinstance(state, dict) else enumerate(state):
         path = f"{prefix}/{k}" if prefix else str(k)
         if isinstance(v, torch.Tensor):
