@@ -70,7 +70,8 @@ def timed_step(G, C, opt, real):
     return batch, time.thread_time() - t
 
 
-def run(model: str, seed: int, warm: int, n_eval: int, variants: dict, gen_every: int):
+def run(model: str, seed: int, warm: int, n_eval: int, variants: dict, gen_every: int,
+        trajectory: str = "clip"):
     torch.manual_seed(seed)
     images = mnist_images()
     stream = BatchStream(images, 128, seed)
@@ -79,7 +80,8 @@ def run(model: str, seed: int, warm: int, n_eval: int, variants: dict, gen_every
     bounds = BOUNDS[model]
     opt_c = torch.optim.RMSprop(C.parameters(), lr=2e-4)
     opt_g = torch.optim.RMSprop(G.parameters(), lr=2e-4)
-    driver = WeightClip(C, bounds)
+    driver = WeightClip(C, bounds) if trajectory == "clip" else \
+        InvariantClip(C, bounds, solver=trajectory)
     twin = copy.deepcopy(C)
     plain = WeightClip(twin, bounds)
     projs = {name: InvariantClip(twin, bounds, solver=s, options=o)
@@ -151,6 +153,49 @@ def run(model: str, seed: int, warm: int, n_eval: int, variants: dict, gen_every
     }
 
 
+def summarise_e2e(dirs: list[str], out: Path) -> None:
+    """End-to-end runs (``wganlab train`` dirs): steps, CPU time, per-unit balance over
+    training (logged by InvariantClip; for other constraints computed from the final critic),
+    and ``eval.json`` when ``wganlab eval`` was run. Added to the results file as ``e2e``."""
+    from safetensors.torch import load_file
+    from wganlab.config import load_config
+    from wganlab.models import build_models
+    from wganlab.rescale import log_balance, unit_norms
+    runs = {}
+    for d in map(Path, dirs):
+        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        if not rows:
+            print(d.name, "no metrics yet")
+            continue
+        last = rows[-1]
+        bal = [(r["generator_step"], r["cpu_time"], r["balance/L0_absmedian"],
+                r.get("balance/L2_absmedian")) for r in rows if "balance/L0_absmedian" in r]
+        final_bal = None
+        if (d / "critic.safetensors").exists():
+            cfg = load_config(str(d / "config.yaml"))
+            _, C = build_models(cfg.model, cfg.data)
+            C.load_state_dict(load_file(str(d / "critic.safetensors")))
+            final_bal = [float(log_balance(*(x.double() for x in unit_norms(p))).abs().median())
+                         for p in find_pairs(C)]
+        ev = json.loads((d / "eval.json").read_text()) if (d / "eval.json").exists() else None
+        runs[d.name] = {"generator_steps": last["generator_step"],
+                        "critic_steps": last["critic_step"], "cpu_time": last["cpu_time"],
+                        "w_estimate_last": last.get("w_estimate"),
+                        "balance_absmedian_L0_L2_over_training": bal,
+                        "final_balance_absmedian_per_pair": final_bal,
+                        "impact_last": last.get("invclip/impact", last.get("clip/impact")),
+                        "eval": ev}
+        print(d.name, {k: v for k, v in runs[d.name].items()
+                       if k != "balance_absmedian_L0_L2_over_training"})
+        if bal:
+            print("  balance L0 |median| (gen step: value):",
+                  ", ".join(f"{g}: {b:.3f}" for g, _, b, _ in bal[:: max(1, len(bal) // 8)]))
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results["e2e"] = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
+                      "runs": runs}
+    out.write_text(json.dumps(results, indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="mlp", choices=["mlp", "dcgan"])
@@ -159,27 +204,35 @@ def main():
     ap.add_argument("--eval", type=int, default=50)
     ap.add_argument("--gen-every", type=int, default=100)
     ap.add_argument("--full", action="store_true", help="also the output solver on all samples")
+    ap.add_argument("--trajectory", default="clip",
+                    help="projection driving training: clip, or an invclip solver (e.g. paper)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "output_solver.json"))
+    ap.add_argument("--e2e", nargs="+", help="only summarise these training run dirs")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.e2e:
+        summarise_e2e(args.e2e, Path(args.out))
+        return
     variants = {"exact": ("exact", {}), "output": ("output", {})}
     if args.full:
         variants["output_all_samples"] = ("output", {"subsample": 0})
         variants["output_balance100"] = ("output", {"balance_weight": 100.0})
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
-    key = f"{args.model}_warm{args.warm}"
+    key = f"{args.model}_warm{args.warm}" + ("" if args.trajectory == "clip"
+                                             else f"_{args.trajectory}_trajectory")
     entry = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
              "setup": {"model": args.model, "data": "full MNIST train, 32x32",
                        "optimizer": "RMSprop lr 2e-4", "batch": 128,
-                       "bounds": BOUNDS[args.model], "trajectory": "plain clip",
+                       "bounds": BOUNDS[args.model], "trajectory": args.trajectory,
                        "warm_steps": args.warm, "eval_steps": args.eval,
                        "generator": f"trained once per {args.gen_every} critic steps",
                        "probe": "256 fixed real digits", "variants": variants},
              "seeds": []}
     results[key] = entry
     for seed in args.seeds:
-        res = run(args.model, seed, args.warm, args.eval, variants, args.gen_every)
+        res = run(args.model, seed, args.warm, args.eval, variants, args.gen_every,
+                  args.trajectory)
         entry["seeds"].append(res)
         out.write_text(json.dumps(results, indent=1))
         print(f"seed {seed} ({res['seconds']}s): critic step "

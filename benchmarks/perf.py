@@ -64,7 +64,7 @@ CONSTRAINTS = {
     "sn": {"name": "sn"},
 }
 #: (critic steps timed per constraint, generator steps per trainer/bare run, alternations)
-PLAN = {"mlp": (30, 12, 3), "dcgan": (6, 3, 2)}
+PLAN = {"mlp": (30, 10, 4), "dcgan": (6, 2, 4)}
 QUICK = {"mlp": (6, 3, 1), "dcgan": (2, 1, 1)}
 N_CRITIC = 5
 
@@ -259,11 +259,14 @@ def trainer_vs_bare(model: str, constraint: str, images: torch.Tensor, steps: in
                     rounds: int) -> dict:
     tr: list[tuple[float, float]] = []
     bare: list[tuple[float, float]] = []
-    for r in range(rounds):  # alternate, so that a change of machine load hits both
-        tr += trainer_generator_steps(model, constraint, steps)
-        b = Bare(model, constraint, images, seed=r)
-        b.timed_generator_steps(1)  # warm-up
-        bare += b.timed_generator_steps(steps)
+    for r in range(rounds):  # alternate (ABBA), so that changes of machine load hit both
+        for which in (("trainer", "bare") if r % 2 == 0 else ("bare", "trainer")):
+            if which == "trainer":
+                tr += trainer_generator_steps(model, constraint, steps)
+            else:
+                b = Bare(model, constraint, images, seed=r)
+                b.timed_generator_steps(1)  # warm-up
+                bare += b.timed_generator_steps(steps)
     med = lambda xs, i: median([x[i] for x in xs])  # noqa: E731
     tot = lambda xs, i: sum(x[i] for x in xs) / len(xs)  # noqa: E731
     return {

@@ -14,14 +14,16 @@ rescaled sensitivity ``d*c``, and on the outgoing side ``-s_e (|W_e| d - l_out)_
                - sum_{e in out(i)} c_ne s_e (|W_e| - l_out / d)_+          (s_e = sign W_e)
 
 which is piecewise affine in (d, 1/d) with breakpoints at |W_e|/l_in and l_out/|W_e|. The
-solver minimises ``sum_n df_ni(d)^2`` per unit (per-sample cross terms kept, within a unit:
-coherent errors add coherently) over d, treating units independently (the cross terms between
-*different* units are neglected). Sorting each unit's candidate entries by breakpoint makes the
-active set a prefix, so prefix sums over entries give df_ni at any d by one gather: no matmul
-per candidate d. Only "conflicted" units (no d puts both sides in the box) are searched, on a
-dense grid in log d within [log lo, log hi] and +-``log_range``, then on a finer grid around the
-best point; a unit that some d puts entirely in the box gets the point of that interval closest
-to 1 (or to its balance target), as the ``exact`` solver does, since its clip error is then 0.
+solver minimises ``sum_n df_ni(d)^2`` per unit (per-sample cross terms kept within a unit:
+a unit's errors add coherently in each sample before squaring) over d, treating units
+independently (the cross terms between *different* units are neglected). A unit that some d
+puts entirely in the box gets the point of that interval closest to 1 (or to its balance
+target), as the ``exact`` solver does, since its clip error is then 0. Only "conflicted" units
+are searched, in log d within [log lo, log hi] and +-``log_range``: ``grid`` points per unit
+(plus the one nearest d = 1) are evaluated exactly, all units and points at once through one
+GEMM per side (``clamp(W, +-l e^t) - W`` stacked over the grid, against the sampled inputs,
+times the sensitivities: no Python loop over units or points); between them each sample's df
+is interpolated linearly and the objective minimised on ``refine`` dense points.
 
 Sensitivities come from the critic step's own forward/backward pass: forward hooks on the
 weight layers (installed on the first call, see :class:`ActivationCapture`) keep each layer's
@@ -34,12 +36,12 @@ is never mistaken for it, and the gradients are taken at that forward's own outp
 penalty added to the loss does not contaminate them (R1's forward on real images that require
 grad is a separate call too). Where no matching forward was seen (the first step, a plain loop
 that computes the loss another way, a deep copy of the critic) the solver runs its own forward
-and backward on the (sub-sampled) batch instead: correct, but it costs about a critic step.
+and backward on the (sub-sampled) batch instead: correct, but it costs a forward and backward
+of those rows.
 """
 from __future__ import annotations
 
 import logging
-import math
 import weakref
 from collections import deque
 from typing import Any, Optional
@@ -220,7 +222,9 @@ def _match(cap: ActivationCapture, batch: Tensor) -> Optional[list[tuple[_Record
     flat = batch.reshape(N, -1)
     half = N // 2
     found: dict[int, _Record] = {}
-    for rec in reversed(cap.records):
+    # in call order: the loss's own forward comes before a penalty's (R1 re-runs the real
+    # half with grad enabled: the first matching call is the loss's)
+    for rec in cap.records:
         if not rec.complete():
             continue
         x0 = rec.x[0]
@@ -228,7 +232,7 @@ def _match(cap: ActivationCapture, batch: Tensor) -> Optional[list[tuple[_Record
         if x0.numel() != n * flat.shape[1] or x0.dtype != batch.dtype:
             continue
         x0 = x0.reshape(n, -1)
-        if n == N and torch.equal(x0, flat):
+        if n == N and not found and torch.equal(x0, flat):
             return [(rec, 0)]
         if n == half and N == 2 * half:
             for off in (0, half):
@@ -411,17 +415,18 @@ def output_solver(ctx: SolveContext) -> Tensor:
     m = w_out[0].numel() // U                  # columns (group or kernel) per unit
     w_out = w_out.reshape(K, U * m)
     dt = torch.float64
-    amax = w_in.abs().amax(1).to(dt) if use_w else torch.zeros(U, dtype=dt)
+    amax = w_in.abs().amax(1).to(dt) if use_w else torch.zeros(U, dtype=dt, device=w_in.device)
     if bias is not None:
         amax = torch.maximum(amax, bias.abs().to(dt))
-    bmax = w_out.abs().view(K, U, m).amax((0, 2)).to(dt) if use_w else torch.zeros(U, dtype=dt)
+    bmax = w_out.abs().view(K, U, m).amax((0, 2)).to(dt) if use_w else \
+        torch.zeros(U, dtype=dt, device=w_in.device)
     t_hi = (amax / ctx.l_in).log()             # t >= t_hi: incoming side in its box
     t_lo = (ctx.l_out / bmax).log()            # t <= t_lo: outgoing side in its box
     R = float(opts["log_range"])
 
     # balance target: the log-balance at the first call, kept in this layer's work dict
     lam = float(opts["balance_weight"] or 0.0)
-    target = torch.zeros(U, dtype=dt)
+    target = torch.zeros(U, dtype=dt, device=w_in.device)
     if lam > 0:
         bal = log_balance(*(x.to(dt) for x in unit_norms(pair)))
         store = ctx.work if ctx.work is not None else ctx.cache.setdefault(f"b0_{ctx.index}", {})
@@ -469,15 +474,16 @@ def _solve_conflicted(ctx: SolveContext, stats: _Stats, conf: Tensor, w_in: Tens
 
     # coarse grid in log d over each unit's window, plus the point of the window nearest 0
     G = max(2, int(opts["grid"]))
-    frac = torch.linspace(0, 1, G, dtype=torch.float64)
+    frac = torch.linspace(0, 1, G, dtype=torch.float64, device=conf.device)
     grid = torch.cat([tL.view(-1, 1) + (tR - tL).view(-1, 1) * frac,
                       torch.zeros_like(tL).clamp(min=tL, max=tR).view(-1, 1)], 1)
-    grid, order = grid.sort(1)
+    grid = grid.sort(1).values
     vals = df(grid)                                                     # [n, C, G+1]
     # dense: per-sample df is piecewise affine in d and 1/d with many small kinks; it is
     # interpolated linearly in log d between the evaluated points
     Gd = max(2, int(opts["refine"]))
-    fine = tL.view(-1, 1) + (tR - tL).view(-1, 1) * torch.linspace(0, 1, Gd, dtype=torch.float64)
+    fine = tL.view(-1, 1) + (tR - tL).view(-1, 1) * torch.linspace(0, 1, Gd, dtype=torch.float64,
+                                                                   device=conf.device)
     fine = torch.cat([fine, grid], 1)
     j = (fine.unsqueeze(2) > grid.unsqueeze(1)).sum(2).clamp(1, grid.shape[1] - 1)
     g0, g1 = grid.gather(1, j - 1), grid.gather(1, j)
@@ -492,6 +498,8 @@ def _solve_conflicted(ctx: SolveContext, stats: _Stats, conf: Tensor, w_in: Tens
         scale = S.amax(1).clamp_min(1e-300)
         obj = obj / scale.view(-1, 1) + lam * (fine - target.index_select(0, conf).view(-1, 1)
                                                  ).square()
+    # ties (e.g. a flat objective) go to the point nearest d = 1
+    obj = obj + 1e-12 * obj.amax(1, keepdim=True) * fine.abs()
     best = fine.gather(1, obj.argmin(1, keepdim=True)).squeeze(1)
     if ctx.options.get("record_prediction"):
         pred = df(best.view(-1, 1))[:, :, 0]
