@@ -32,6 +32,15 @@ def clip_targets(critic: nn.Module, bounds: Sequence[float],
     return out
 
 
+def check_clip_options(when: str, params: Sequence[str]) -> None:
+    """The clipping options WeightClip and InvariantClip share, checked with a clear error."""
+    if when not in ("after", "before"):
+        raise ValueError(f"when must be 'after' or 'before', got {when!r}")
+    bad = set(params) - {"weight", "bias", "norm"}
+    if bad:
+        raise ValueError(f"params may hold weight, bias, norm; got {sorted(bad)}")
+
+
 class WeightClip(Constraint):
     """Clamp every selected critic parameter to ``[-l, l]``, with ``l`` per layer.
 
@@ -55,11 +64,7 @@ class WeightClip(Constraint):
                  scale: str = "absolute", when: str = "after",
                  params: Sequence[str] = ("weight", "bias")):
         super().__init__(critic)
-        if when not in ("after", "before"):
-            raise ValueError(f"when must be 'after' or 'before', got {when!r}")
-        bad = set(params) - {"weight", "bias", "norm"}
-        if bad:
-            raise ValueError(f"params may hold weight, bias, norm; got {sorted(bad)}")
+        check_clip_options(when, params)
         self.when = when
         self.bounds = layer_bounds(critic, clip, scale)
         self.targets = [(p, b) for _, p, b in clip_targets(critic, self.bounds, params)]

@@ -17,7 +17,7 @@ from ..rescale import (ImpactProbe, find_pairs, get_solver, log_balance, rescale
                        transform_state_, unit_norms)
 from ..rescale.layers import layer_bounds
 from .base import Constraint
-from .clip import clip_targets
+from .clip import check_clip_options, clip_targets
 from .registry import register
 
 
@@ -45,11 +45,7 @@ class InvariantClip(Constraint):
                  every: int = 1, strict: bool = False,
                  options: Optional[dict[str, Any]] = None):
         super().__init__(critic)
-        if when not in ("after", "before"):
-            raise ValueError(f"when must be 'after' or 'before', got {when!r}")
-        bad = set(params) - {"weight", "bias", "norm"}
-        if bad:
-            raise ValueError(f"params may hold weight, bias, norm; got {sorted(bad)}")
+        check_clip_options(when, params)
         if alpha <= 1 or k_max < 1 or sweeps < 1 or every < 1:
             raise ValueError("need alpha > 1 and k_max, sweeps, every >= 1 "
                              f"(got {alpha}, {k_max}, {sweeps}, {every})")
