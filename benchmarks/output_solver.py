@@ -204,6 +204,8 @@ def main():
     ap.add_argument("--eval", type=int, default=50)
     ap.add_argument("--gen-every", type=int, default=100)
     ap.add_argument("--full", action="store_true", help="also the output solver on all samples")
+    ap.add_argument("--variant", default=None, metavar="JSON",
+                    help='an extra output-solver variant, e.g. \'{"log_range": 0.15}\'')
     ap.add_argument("--trajectory", default="clip",
                     help="projection driving training: clip, or an invclip solver (e.g. paper)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "output_solver.json"))
@@ -217,6 +219,8 @@ def main():
     if args.full:
         variants["output_all_samples"] = ("output", {"subsample": 0})
         variants["output_balance100"] = ("output", {"balance_weight": 100.0})
+    if args.variant:
+        variants["output " + args.variant] = ("output", json.loads(args.variant))
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     key = f"{args.model}_warm{args.warm}" + ("" if args.trajectory == "clip"

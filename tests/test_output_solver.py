@@ -281,3 +281,21 @@ def test_trainer_uses_the_steps_own_backward(tmp_path, monkeypatch):
     assert len(calls) == 1
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert any("invclip/impact" in line for line in lines)
+
+
+def test_clip_before_the_step_uses_the_previous_steps_capture(monkeypatch):
+    """when='before' (original WGAN code): the projection in prepare() sees the previous
+    step's batch and that step's captured forward/backward."""
+    calls = []
+    real_own_pass = O._own_pass
+    monkeypatch.setattr(O, "_own_pass", lambda *a: calls.append(1) or real_own_pass(*a))
+    C = mlp()
+    opt = torch.optim.RMSprop(C.parameters(), lr=1e-2)
+    bounds = bounds_violating(C, 0.8)
+    proj = InvariantClip(C, bounds, solver="output", when="before")
+    for k in range(4):
+        proj.prepare()
+        batch = step_batch(C, torch.float32, (1, 4, 4), opt, seed=k)
+        proj.observe(batch)
+        proj.step(opt)
+    assert len(calls) == 1
