@@ -121,7 +121,7 @@ def plot_samples(results: dict[str, Any], out: Path) -> dict[str, Any]:
     target = min(ends)
     cons, seeds = results["constraints"], results["seeds"]
     fig, axes = plt.subplots(len(cons), len(seeds), squeeze=False, dpi=90,
-                             figsize=(2.6 * len(seeds), 2.6 * len(cons)))
+                             figsize=(max(2.6 * len(seeds), 5.0), 2.6 * len(cons)))
     picked: dict[str, Any] = {}
     for i, c in enumerate(cons):
         for j, s in enumerate(seeds):
