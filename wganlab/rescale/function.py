@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import solvers
 from .layers import _weight
-from .sweep import SolveContext, register_solver
+from .sweep import SolveContext, exact_without_batch, register_solver
 
 log = logging.getLogger("wganlab.rescale")
 
@@ -72,12 +72,9 @@ def _out_weights(ctx: SolveContext, ms: Tensor) -> Tensor:
 
 @register_solver("function")
 def function_solver(ctx: SolveContext) -> Tensor:
-    if ctx.batch is None or ctx.critic is None:
-        if not ctx.cache.get("warned"):
-            ctx.cache["warned"] = True
-            log.warning("the function solver needs the step's batch (observe()); "
-                        "falling back to the exact solver")
-        return solvers.exact(ctx.a, ctx.b, ctx.l_in, ctx.l_out)
+    fallback = exact_without_batch(ctx, "function")
+    if fallback is not None:
+        return fallback
     if "ms" not in ctx.cache:
         ctx.cache["ms"] = input_mean_squares(ctx.critic, _pairs_layers(ctx), ctx.batch)
     ms = ctx.cache["ms"]

@@ -54,7 +54,7 @@ from . import solvers
 from .apply import unit_norms
 from .layers import _weight
 from .solvers import log_balance
-from .sweep import SolveContext, register_solver
+from .sweep import SolveContext, exact_without_batch, register_solver
 
 log = logging.getLogger("wganlab.rescale")
 
@@ -391,12 +391,9 @@ def _contrib_out(X: Tensor, D: Tensor, w: Tensor, l: float, grid: Tensor, m: int
 @register_solver("output")
 def output_solver(ctx: SolveContext) -> Tensor:
     """d per unit minimising the unit's first-order output change after clipping (module doc)."""
-    if ctx.batch is None or ctx.critic is None:
-        if not ctx.cache.get("warned"):
-            ctx.cache["warned"] = True
-            log.warning("the output solver needs the step's batch (observe()); "
-                        "falling back to the exact solver")
-        return solvers.exact(ctx.a, ctx.b, ctx.l_in, ctx.l_out, work=ctx.work)
+    fallback = exact_without_batch(ctx, "output")
+    if fallback is not None:
+        return fallback
     opts = {**DEFAULTS, **{k: v for k, v in ctx.options.items() if v is not None}}
     pair = ctx.pair
     if "output_stats" not in ctx.cache:

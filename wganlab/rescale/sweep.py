@@ -8,6 +8,7 @@ imported on first use, so a new file needs no edit here.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Optional, Sequence
@@ -18,6 +19,8 @@ from torch import Tensor, nn
 from . import solvers
 from .apply import incoming, outgoing, rescale_pair_
 from .discovery import UnitPair
+
+log = logging.getLogger("wganlab.rescale")
 
 
 @dataclass
@@ -49,6 +52,18 @@ class SolveContext:
     def b(self) -> Tensor:
         """[U, ...] magnitudes of the constrained entries leaving each unit."""
         return outgoing(self.pair, self.params, self.work)
+
+
+def exact_without_batch(ctx: SolveContext, solver: str) -> Optional[Tensor]:
+    """For data-weighted solvers: the exact solver's d when the step's batch is missing
+    (``observe()`` not called), with one warning per rescaling; None when the batch is there."""
+    if ctx.batch is not None and ctx.critic is not None:
+        return None
+    if not ctx.cache.get("warned"):
+        ctx.cache["warned"] = True
+        log.warning("the %s solver needs the step's batch (observe()); "
+                    "falling back to the exact solver", solver)
+    return solvers.exact(ctx.a, ctx.b, ctx.l_in, ctx.l_out, work=ctx.work)
 
 
 SolverFn = Callable[[SolveContext], Tensor]

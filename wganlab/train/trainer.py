@@ -19,7 +19,6 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..config import TOY_DATA, Config, dump_config
 from ..constraints import build_constraint
