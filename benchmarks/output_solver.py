@@ -128,8 +128,10 @@ def run(model: str, seed: int, warm: int, n_eval: int, variants: dict, gen_every
                         r["impact_ratio_batch"].append(
                             float((critic_output(twin, batch) - fb_unc).norm()) / db_clip)
                     r["logd_absmax"].append(float(torch.cat(scales).double().log().abs().max()))
-        cap_c.records.clear()
+        if trajectory != "clip":
+            driver.observe(batch)   # the output solver needs the step's batch (and capture)
         driver.step(opt_c)
+        cap_c.records.clear()
         if (step + 1) % gen_every == 0:
             generator_step(G, C, opt_g, 128)
     # hook overhead: a few steps of a copy with and without the capture

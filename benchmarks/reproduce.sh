@@ -7,6 +7,10 @@
 #   bash benchmarks/reproduce.sh toy      # 8 and 25 Gaussians, every constraint, exact W1
 #   bash benchmarks/reproduce.sh mlp      # Table I MLP on full MNIST, equal CPU time
 #   bash benchmarks/reproduce.sh dcgan    # Table II DCGAN on full MNIST, a small CPU budget
+#   PART_SEEDS=0,1 bash benchmarks/reproduce.sh mlp-long-part   # Table I at 300 CPU-s a run, one
+#   PART_SEEDS=2 bash benchmarks/reproduce.sh mlp-long-part     # process per core, then:
+#   bash benchmarks/reproduce.sh mlp-long-merge                 # (or mlp-long: all in one process)
+#   bash benchmarks/reproduce.sh dcgan-long                     # Table II, 200 generator steps a run
 #   bash benchmarks/reproduce.sh all
 #
 # Outputs go to $OUT (default runs/reproduction/<block>/): results.json, report.md, plots/.
@@ -94,6 +98,55 @@ dcgan() {
     --eval-samples 2000
 }
 
+mlp_long() {
+  # Table I at a budget where plain clipping draws digits: 300 CPU-s a run (≈ 3,000 generator
+  # steps). Runs of one seed set go to their own directory so that two processes (one per core)
+  # can share the work; `merge` gathers them into $OUT/mlp-long.
+  local seeds=${1:-$SEEDS} out=${2:-$OUT/mlp-long}
+  $PY -m wganlab compare --config mnist_mlp \
+    --constraints "${MLP_LONG_CONSTRAINTS:-clip,invclip-paper,invclip-exact,invclip-exact-state,gp}" \
+    --seeds "$seeds" --budget-cpu-seconds "${MLP_LONG_CPU:-300}" --out "$out" "${QUIET[@]}" "${EXTRA[@]}" \
+    --set data.name=mnist --set data.dir="$MNIST_DIR" \
+    --set train.warmup_generator_steps=5 --set train.eval_every=500 \
+    --set train.eval_samples=1000 --set train.sample_every=250 --set train.diagnostics_every=0 \
+    --set train.log_every=25 \
+    --eval-samples 2000 --threshold "eval/fd<500" --threshold "eval/fd<200" --threshold "eval/fd<100"
+}
+
+dcgan_long() {
+  # Table II per generator step: 200 generator steps (1,000 critic steps, ≈ 7 CPU-min) a run, no
+  # warm-up (the paper's 100-critic-step warm-up alone would be 2,500 critic steps ≈ 18 CPU-min).
+  local seeds=${1:-$SEEDS} out=${2:-$OUT/dcgan-long}
+  $PY -m wganlab compare --config mnist_dcgan --constraints "${DCGAN_LONG_CONSTRAINTS:-clip,invclip-paper}" \
+    --seeds "$seeds" --generator-steps "${DCGAN_LONG_STEPS:-200}" --out "$out" "${QUIET[@]}" "${EXTRA[@]}" \
+    --set data.name=mnist --set data.dir="$MNIST_DIR" \
+    --set train.warmup_generator_steps=0 --set train.warmup_every=0 \
+    --set train.eval_every=50 --set train.eval_samples=1000 --set train.sample_every=50 \
+    --set train.diagnostics_every=0 --set train.log_every=5 \
+    --eval-samples 2000 --threshold "eval/fd<500"
+}
+
+merge() {
+  # gather the runs of partial directories ($@) into one block directory ($MERGE_INTO), keeping
+  # each run's record (command, load, duration); then report with --report-only on that block
+  local into=$MERGE_INTO part
+  mkdir -p "$into/runs" "$into/logs"
+  for part in "$@"; do
+    cp -rn "$part/runs/." "$into/runs/"
+    cp -n "$part/logs/"*.log "$into/logs/" 2>/dev/null || true
+  done
+  $PY - "$into/run_info.json" "$@" <<'PYEOF'
+import json, sys
+from pathlib import Path
+merged = {}
+for part in sys.argv[2:]:
+    p = Path(part) / "run_info.json"
+    if p.is_file():
+        merged.update(json.loads(p.read_text()))
+Path(sys.argv[1]).write_text(json.dumps(merged, indent=1))
+PYEOF
+}
+
 case "$BLOCK" in
   toy) toy 8gaussians; toy 25gaussians ;;
   toy8) toy 8gaussians ;;
@@ -102,6 +155,10 @@ case "$BLOCK" in
   mlp) mlp ;;
   mlp-state) mlp_state ;;
   dcgan) dcgan ;;
+  mlp-long) mlp_long ;;
+  mlp-long-part) mlp_long "$PART_SEEDS" "$OUT/mlp-long-s${PART_SEEDS//,/}" ;;
+  mlp-long-merge) MERGE_INTO=$OUT/mlp-long merge "$OUT"/mlp-long-s*; EXTRA+=(--report-only); mlp_long ;;
+  dcgan-long) dcgan_long ;;
   all) toy 8gaussians; toy 25gaussians; toy_long; mlp; mlp_state; dcgan ;;
-  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|mlp-long|mlp-long-part|mlp-long-merge|dcgan-long|all]" >&2; exit 2 ;;
 esac

@@ -95,20 +95,21 @@ def get_solver(name: str) -> SolverFn:
 @register_solver("paper")
 def _paper(ctx: SolveContext) -> Tensor:
     return solvers.paper(ctx.a, ctx.b, ctx.l_in, ctx.l_out, ctx.options.get("alpha", 1.1),
-                         ctx.options.get("k_max", 5), work=ctx.work)
+                         ctx.options.get("k_max", 5), work=ctx.work,
+                         sync_free=ctx.options.get("sync_free"))
 
 
 @register_solver("paper-guarded")
 def _paper_guarded(ctx: SolveContext) -> Tensor:
     return solvers.paper_guarded(ctx.a, ctx.b, ctx.l_in, ctx.l_out,
                                  ctx.options.get("alpha", 1.1), ctx.options.get("k_max", 5),
-                                 work=ctx.work)
+                                 work=ctx.work, sync_free=ctx.options.get("sync_free"))
 
 
 @register_solver("exact")
 def _exact(ctx: SolveContext) -> Tensor:
     return solvers.exact(ctx.a, ctx.b, ctx.l_in, ctx.l_out, tol=ctx.options.get("tol"),
-                         work=ctx.work)
+                         work=ctx.work, sync_free=ctx.options.get("sync_free"))
 
 
 @torch.no_grad()
