@@ -23,7 +23,8 @@ are searched, in log d within [log lo, log hi] and +-``log_range``: ``grid`` poi
 (plus the one nearest d = 1) are evaluated exactly, all units and points at once through one
 GEMM per side (``clamp(W, +-l e^t) - W`` stacked over the grid, against the sampled inputs,
 times the sensitivities: no Python loop over units or points); between them each sample's df
-is interpolated linearly and the objective minimised on ``refine`` dense points.
+is interpolated linearly, which makes the objective a quadratic on each segment between grid
+points: it is minimised there in closed form.
 
 Sensitivities come from the critic step's own forward/backward pass: forward hooks on the
 weight layers (installed on the first call, see :class:`ActivationCapture`) keep each layer's
@@ -60,10 +61,9 @@ log = logging.getLogger("wganlab.rescale")
 
 #: option defaults (``options`` of InvariantClip; subsample/balance_weight also in the config)
 DEFAULTS: dict[str, Any] = {
-    "subsample": 16,        # samples of the batch used for the statistics (None: all)
+    "subsample": 8,         # samples of the batch used for the statistics (None: all)
     "log_range": 0.05,      # search |log d| <= this (widened to [lo, hi] if that is all outside)
-    "grid": 4,              # evaluated points per conflicted unit (+ the one nearest d = 1)
-    "refine": 64,           # dense points (interpolated) on which the objective is minimised
+    "grid": 2,              # evaluated points per conflicted unit (+ the one nearest d = 1)
     "balance_weight": 0.0,  # lambda: cost lambda * (log d - target)^2, relative to the unit's harm
 }
 
@@ -476,28 +476,30 @@ def _solve_conflicted(ctx: SolveContext, stats: _Stats, conf: Tensor, w_in: Tens
                       torch.zeros_like(tL).clamp(min=tL, max=tR).view(-1, 1)], 1)
     grid = grid.sort(1).values
     vals = df(grid)                                                     # [n, C, G+1]
-    # dense: per-sample df is piecewise affine in d and 1/d with many small kinks; it is
-    # interpolated linearly in log d between the evaluated points
-    Gd = max(2, int(opts["refine"]))
-    fine = tL.view(-1, 1) + (tR - tL).view(-1, 1) * torch.linspace(0, 1, Gd, dtype=torch.float64,
-                                                                   device=conf.device)
-    fine = torch.cat([fine, grid], 1)
-    j = (fine.unsqueeze(2) > grid.unsqueeze(1)).sum(2).clamp(1, grid.shape[1] - 1)
-    g0, g1 = grid.gather(1, j - 1), grid.gather(1, j)
-    w = ((fine - g0) / (g1 - g0).clamp_min(1e-300)).clamp(0, 1)
-    # sum_n (v0 + w (v1 - v0))^2 = S00 (1-w)^2 + 2 S01 w (1-w) + S11 w^2, from [C, G] sums
+    # between evaluated points each sample's df is interpolated linearly in log d (it is
+    # piecewise affine in d and 1/d with many small kinks), so on segment k, t = g0 + w h with
+    # w in [0, 1], the objective sum_n (v0 + w (v1 - v0))^2 + lam' (t - target)^2 is a quadratic
+    # in w: minimised in closed form per segment, then the best segment is taken
     S = vals.square().sum(0)                                            # [C, G+1]
-    S01 = (vals[:, :, :-1] * vals[:, :, 1:]).sum(0)                     # [C, G]
-    s00, s11, s01 = S.gather(1, j - 1), S.gather(1, j), S01.gather(1, j - 1)
-    obj = s00 * (1 - w).square() + 2 * s01 * w * (1 - w) + s11 * w.square()   # [C, Gd+G+1]
+    s01 = (vals[:, :, :-1] * vals[:, :, 1:]).sum(0)                     # [C, G]
+    s00, s11 = S[:, :-1], S[:, 1:]
+    g0, h = grid[:, :-1], grid[:, 1:] - grid[:, :-1]
+    qa, qb, qc = s00 - 2 * s01 + s11, 2 * (s01 - s00), s00              # harm(w)
     harm0 = S.gather(1, (grid == 0).long().argmax(1, keepdim=True)).squeeze(1)
-    if lam > 0:
-        scale = S.amax(1).clamp_min(1e-300)
-        obj = obj / scale.view(-1, 1) + lam * (fine - target.index_select(0, conf).view(-1, 1)
-                                                 ).square()
+    if lam > 0:   # the balance cost, relative to the unit's largest evaluated harm
+        scale = S.amax(1, keepdim=True).clamp_min(1e-300)
+        e0 = g0 - target.index_select(0, conf).view(-1, 1)
+        qa, qb, qc = qa / scale + lam * h * h, qb / scale + 2 * lam * h * e0, \
+            qc / scale + lam * e0 * e0
+    w = torch.where(qa > 0, -qb / (2 * qa).clamp_min(1e-300), torch.zeros_like(qa))
+    w = torch.where(h > 0, w.clamp(0, 1), torch.zeros_like(w))
+    cand = torch.cat([torch.stack([w, torch.ones_like(w)], 2), torch.zeros_like(w)[:, :, None]], 2)
+    obj = qa[:, :, None] * cand.square() + qb[:, :, None] * cand + qc[:, :, None]   # [C, G, 3]
+    t_c = g0[:, :, None] + h[:, :, None] * cand
+    obj, t_c = obj.flatten(1), t_c.flatten(1)
     # ties (e.g. a flat objective) go to the point nearest d = 1
-    obj = obj + 1e-12 * obj.amax(1, keepdim=True) * fine.abs()
-    best = fine.gather(1, obj.argmin(1, keepdim=True)).squeeze(1)
+    obj = obj + 1e-12 * obj.abs().amax(1, keepdim=True) * t_c.abs()
+    best = t_c.gather(1, obj.argmin(1, keepdim=True)).squeeze(1)
     if ctx.options.get("record_prediction"):
         pred = df(best.view(-1, 1))[:, :, 0]
         ctx.cache.setdefault("output_predicted", {})[ctx.index] = pred.sum(1)
