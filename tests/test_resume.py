@@ -301,3 +301,19 @@ def test_branch_from_an_older_checkpoint(fast_path, capsys):
     assert newest_step(out) == 6 and newest_step(branch) == 6
     steps = [r["generator_step"] for r in read_metrics(branch / "metrics.jsonl")]
     assert steps == sorted(set(steps))
+
+
+def test_resume_keeps_the_evaluation_schedule(fast_path, capsys):
+    """The last evaluation's step is checkpointed: resuming a finished run (as a comparison
+    does) evaluates nothing twice, and an extended run evaluates on schedule."""
+    out = fast_path / "run"
+    args = cli_args(out, "clip")
+    args[args.index(f"train.generator_steps={STEPS}")] = "train.generator_steps=4"
+    args += ["--set", "train.eval_every=2", "--set", "train.eval_samples=200"]
+    assert main(args) == 0
+    assert main(["train", "--resume", str(out)]) == 0          # budget already reached
+    assert main(["train", "--resume", str(out), "--set", "train.generator_steps=6"]) == 0
+    capsys.readouterr()
+    evals = [r["generator_step"] for r in read_metrics(out / "metrics.jsonl")
+             if any(k.startswith("eval/") for k in r)]
+    assert evals == [2, 4, 6]

@@ -395,7 +395,10 @@ class Trainer:
             "stream": self.stream.state_dict(),
             "counters": {"generator_step": self.generator_step,
                          "critic_step": self.critic_step,
-                         "wall_time": self.clock.wall(), "cpu_time": self.clock.cpu()},
+                         "wall_time": self.clock.wall(), "cpu_time": self.clock.cpu(),
+                         # the evaluation schedule: a resume neither repeats nor skips one
+                         "last_eval_step": self._last_eval_step,
+                         "last_eval_time": self._last_eval_time},
             "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state(),
                     "numpy": np.random.get_state()[1].astype(np.int64).tolist(),
                     "numpy_pos": int(np.random.get_state()[2]),
@@ -413,6 +416,8 @@ class Trainer:
         c = state["counters"]
         self.generator_step, self.critic_step = int(c["generator_step"]), int(c["critic_step"])
         self._resume_clock = (float(c["wall_time"]), float(c["cpu_time"]))
+        self._last_eval_step = int(c.get("last_eval_step", -1))      # older checkpoints: none
+        self._last_eval_time = float(c.get("last_eval_time", 0.0))
         r = state["rng"]
         self.noise.set_state(r["noise"])
         torch.set_rng_state(r["torch"])
