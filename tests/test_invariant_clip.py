@@ -274,3 +274,75 @@ def test_strict_mode_refuses_batchnorm():
 def test_unknown_solver():
     with pytest.raises(ValueError, match="unknown rescaling solver"):
         InvariantClip(mlp_critic(), 0.01, solver="nope")
+
+
+# ----------------------------------------------------------------------------- bounded drift
+
+def _train_steps(proj, critic, opt, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x = torch.randn(32, critic[0].in_features, generator=g, dtype=critic[0].weight.dtype)
+        loss = -critic(x).mean() + critic(x.flip(0) * 0.5).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        proj.step(opt)
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 16), nn.LeakyReLU(0.2), nn.Linear(16, 8),
+                         nn.LeakyReLU(0.2), nn.Linear(8, 1))
+
+
+def test_zero_drift_is_plain_clipping():
+    a, b = _mlp(), _mlp()
+    pa = InvariantClip(a, 0.05, solver="exact", max_drift=0.0)
+    pb = WeightClip(b, 0.05)
+    oa = torch.optim.RMSprop(a.parameters(), lr=1e-2)
+    ob = torch.optim.RMSprop(b.parameters(), lr=1e-2)
+    _train_steps(pa, a, oa, 10)
+    _train_steps(pb, b, ob, 10)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_bounded_drift_stays_bounded_and_exact_stays_optimal_within_it():
+    from wganlab.rescale import incoming, outgoing
+    from wganlab.rescale.solvers import box_distance2
+    critic = _mlp(1).double()
+    m = 0.02
+    proj = InvariantClip(critic, 0.05, solver="exact", max_drift=m)
+    opt = torch.optim.RMSprop(critic.parameters(), lr=1e-2)
+    _train_steps(proj, critic, opt, 15)
+    assert all((acc.abs() <= m + 1e-12).all() for acc in proj.drift)
+    assert any((acc.abs() > m / 2).any() for acc in proj.drift)   # the bound was reached
+    # one more step by hand: the bounded d minimises eq. (7) over the allowed interval
+    x = torch.randn(32, 12, dtype=torch.float64)
+    opt.zero_grad()
+    (-critic(x).mean()).backward()
+    opt.step()
+    pair, acc = proj.pairs[0], proj.drift[0].clone()
+    a, b = incoming(pair).clone(), outgoing(pair).clone()
+    d = proj.rescale()[0]
+    lo, hi = (-m - acc).exp(), (m - acc).exp()
+    assert ((d >= lo * (1 - 1e-12)) & (d <= hi * (1 + 1e-12))).all()
+    F = box_distance2(a, b, 0.05, 0.05, d)
+    for f in torch.linspace(0, 1, 101, dtype=torch.float64):
+        cand = lo * (hi / lo) ** f
+        assert (F <= box_distance2(a, b, 0.05, 0.05, cand) * (1 + 1e-7) + 1e-18).all()
+
+
+def test_drift_is_saved_and_restored():
+    critic = _mlp(2)
+    proj = InvariantClip(critic, 0.05, solver="exact", max_drift=0.5)
+    opt = torch.optim.RMSprop(critic.parameters(), lr=1e-2)
+    _train_steps(proj, critic, opt, 5)
+    state = proj.state_dict()
+    other = InvariantClip(_mlp(2), 0.05, solver="exact", max_drift=0.5)
+    other.load_state_dict(state)
+    for x, y in zip(proj.drift, other.drift):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert any(t.abs().max() > 0 for t in other.drift)
+    with pytest.raises(ValueError, match="max_drift"):
+        InvariantClip(_mlp(), 0.05, max_drift=-1.0)

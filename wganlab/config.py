@@ -109,6 +109,8 @@ class ConstraintConfig:
     every: int = 1
     #: refuse critics with layers that break the invariance instead of skipping them
     strict: bool = False
+    #: bound on each unit's accumulated |log d| (None: unbounded, as the paper)
+    max_drift: Optional[float] = None
     #: output solver: weight of a cost on |log d| that keeps units' in/out balance from drifting
     balance_weight: float = 0.0
     #: output solver: use at most this many samples of the batch for its statistics
@@ -149,6 +151,8 @@ class ConstraintConfig:
         for key in ("gp_lambda", "r1_gamma", "adaptive_max", "balance_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"constraint.{key} must be >= 0 (got {getattr(self, key)})")
+        if self.max_drift is not None and not self.max_drift >= 0:
+            raise ConfigError(f"constraint.max_drift must be >= 0 or null (got {self.max_drift})")
         _positive("constraint.sn_power_iterations", self.sn_power_iterations)
         for vname, over in self.variants.items():
             if not isinstance(over, dict):

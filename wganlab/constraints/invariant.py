@@ -42,10 +42,12 @@ class InvariantClip(Constraint):
                  scale: str = "absolute", params: Sequence[str] = ("weight", "bias"),
                  when: str = "after", solver: str = "exact", alpha: float = 1.1,
                  k_max: int = 5, sweeps: int = 1, transform_state: bool = False,
-                 every: int = 1, strict: bool = False,
+                 every: int = 1, strict: bool = False, max_drift: Optional[float] = None,
                  options: Optional[dict[str, Any]] = None):
         super().__init__(critic)
         check_clip_options(when, params)
+        if max_drift is not None and not max_drift >= 0:
+            raise ValueError(f"max_drift must be >= 0 or None (got {max_drift})")
         if alpha <= 1 or k_max < 1 or sweeps < 1 or every < 1:
             raise ValueError("need alpha > 1 and k_max, sweeps, every >= 1 "
                              f"(got {alpha}, {k_max}, {sweeps}, {every})")
@@ -57,6 +59,10 @@ class InvariantClip(Constraint):
         self.bounds = layer_bounds(critic, clip, scale)
         self.targets = clip_targets(critic, self.bounds, self.params)
         self.pairs = find_pairs(critic, strict=strict)
+        self.max_drift = max_drift
+        #: each unit's accumulated log d since construction (float64, one tensor per pair)
+        self.drift = [torch.zeros(p.units, dtype=torch.float64, device=_weight_device(p))
+                      for p in self.pairs]
         self.steps = 0
         self.last_scales: list[Tensor] = []
         self._work: dict[int, dict[str, Tensor]] = {}  # per-layer scratch, reused every step
@@ -69,7 +75,8 @@ class InvariantClip(Constraint):
         rescaled layer, forward order). Transforms ``optimizer``'s state if so configured."""
         scales = rescale_critic_(self.pairs, self.bounds, self.solver, params=self.params,
                                  sweeps=self.sweeps, options=self.options, critic=self.critic,
-                                 batch=self.batch, work=self._work)
+                                 batch=self.batch, work=self._work, drift=self.drift,
+                                 max_drift=self.max_drift)
         if self.transform_state and optimizer is not None:
             for pair, d in zip(self.pairs, scales):
                 transform_state_(optimizer, pair, d)
@@ -138,6 +145,10 @@ class InvariantClip(Constraint):
             diag[f"invclip/logd_max_L{pair.index_in}"] = float(logd.max())
             diag[f"invclip/logd_median_L{pair.index_in}"] = float(logd.median())
             diag[f"invclip/moved_L{pair.index_in}"] = float((d != 1).double().mean())
+        for pair, acc in zip(self.pairs, self.drift):
+            # signed: a median far from 0 means most units drift the same way (compounding)
+            diag[f"invclip/drift_median_L{pair.index_in}"] = float(acc.median())
+            diag[f"invclip/drift_absmax_L{pair.index_in}"] = float(acc.abs().max())
         for pair in self.pairs:
             bal = log_balance(*(n.double() for n in unit_norms(pair)))
             q = torch.quantile(bal, bal.new_tensor([0.1, 0.5, 0.9]))
@@ -148,16 +159,22 @@ class InvariantClip(Constraint):
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps}
+        return {"steps": self.steps, "drift": [t.clone() for t in self.drift]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = int(state.get("steps", 0))
+        for acc, saved in zip(self.drift, state.get("drift", [])):  # older checkpoints: none
+            acc.copy_(torch.as_tensor(saved, dtype=acc.dtype))
 
     def __repr__(self) -> str:
         bounds = [round(b, 6) for b in self.bounds]
         return (f"InvariantClip(solver={self.solver!r}, bounds={bounds}, "
                 f"pairs={len(self.pairs)}, sweeps={self.sweeps}, every={self.every}, "
-                f"transform_state={self.transform_state})")
+                f"transform_state={self.transform_state}, max_drift={self.max_drift})")
+
+
+def _weight_device(pair) -> torch.device:
+    return next(pair.layer_in.parameters()).device
 
 
 @register("invclip")
@@ -166,6 +183,6 @@ def _build(critic: nn.Module, cfg) -> InvariantClip:
                          when=cfg.clip_when, solver=cfg.solver, alpha=cfg.alpha,
                          k_max=cfg.k_max, sweeps=cfg.sweeps,
                          transform_state=cfg.transform_state, every=cfg.every,
-                         strict=cfg.strict,
+                         strict=cfg.strict, max_drift=cfg.max_drift,
                          options={"balance_weight": cfg.balance_weight,
                                   "subsample": cfg.subsample})

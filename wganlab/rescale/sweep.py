@@ -117,10 +117,16 @@ def rescale_critic_(pairs: Sequence[UnitPair], bounds: Sequence[float], solver: 
                     *, params: Sequence[str] = ("weight", "bias"), sweeps: int = 1,
                     options: Optional[dict[str, Any]] = None, critic: Optional[nn.Module] = None,
                     batch: Optional[Tensor] = None,
-                    work: Optional[dict[int, dict[str, Tensor]]] = None) -> list[Tensor]:
+                    work: Optional[dict[int, dict[str, Tensor]]] = None,
+                    drift: Optional[list[Tensor]] = None,
+                    max_drift: Optional[float] = None) -> list[Tensor]:
     """Rescale every pair in place, in forward order, ``sweeps`` times; return each hidden
     layer's total scale d (the product over sweeps). ``bounds`` is indexed by weight layer.
-    ``work`` (kept by the caller across steps) holds each layer's scratch buffers."""
+    ``work`` (kept by the caller across steps) holds each layer's scratch buffers.
+
+    ``drift`` (one float64 tensor per pair, kept by the caller across steps) accumulates each
+    unit's log d; with ``max_drift`` every step's d is limited so that |drift| stays within it
+    (see :func:`bound_drift`)."""
     fn = get_solver(solver)
     totals: list[Optional[Tensor]] = [None] * len(pairs)
     cache: dict[str, Any] = {"pairs": list(pairs)}
@@ -130,6 +136,23 @@ def rescale_critic_(pairs: Sequence[UnitPair], bounds: Sequence[float], solver: 
                                dict(options or {}), critic, batch, cache,
                                None if work is None else work.setdefault(k, {}))
             d = fn(ctx)
+            if drift is not None:
+                if max_drift is not None:
+                    d = bound_drift(d, drift[k], max_drift)
+                drift[k] += d.double().log()
             rescale_pair_(pair, d)
             totals[k] = d if totals[k] is None else totals[k] * d
     return [t for t in totals if t is not None]
+
+
+def bound_drift(d: Tensor, drift: Tensor, max_drift: float) -> Tensor:
+    """d limited so that each unit's accumulated log d stays in [-max_drift, max_drift].
+
+    Why: a per-step choice of d that is tiny but of constant sign compounds: the incoming
+    weights that sit inside the box shrink geometrically step after step (docs/invariance.md).
+    For a convex per-unit objective such as eq. (7) (convex in log d), clamping its minimiser
+    to the allowed interval gives the minimiser over that interval, so ``exact`` stays exact
+    under the bound."""
+    t = d.double().log()
+    t = torch.minimum(torch.maximum(t, -max_drift - drift), max_drift - drift)
+    return t.exp().to(d.dtype)
