@@ -11,6 +11,7 @@
 #   PART_SEEDS=2 bash benchmarks/reproduce.sh mlp-long-part     # process per core, then:
 #   bash benchmarks/reproduce.sh mlp-long-merge                 # (or mlp-long: all in one process)
 #   bash benchmarks/reproduce.sh dcgan-long                     # Table II, 200 generator steps a run
+#   bash benchmarks/reproduce.sh mlp-long-extra                 # bounded drift (after mlp-long)
 #   bash benchmarks/reproduce.sh all
 #
 # Outputs go to $OUT (default runs/reproduction/<block>/): results.json, report.md, plots/.
@@ -126,6 +127,22 @@ dcgan_long() {
     --eval-samples 2000 --threshold "eval/fd<500"
 }
 
+mlp_long_extra() {
+  # beyond the paper, same set-up as mlp-long: the accumulated rescaling bounded (max_drift
+  # 0.1) for the exact and the output-aware solvers; clip runs reused from mlp-long as baseline
+  local s
+  mkdir -p "$OUT/mlp-long-extra/runs"
+  for s in ${SEEDS//,/ }; do
+    for src in "$OUT"/mlp-long/runs/clip-s$s "$OUT"/mlp-long-s*/runs/clip-s$s; do
+      if [ -f "$src/generator.safetensors" ] && [ ! -e "$OUT/mlp-long-extra/runs/clip-s$s" ]; then
+        cp -r "$src" "$OUT/mlp-long-extra/runs/"
+      fi
+    done
+  done
+  MLP_LONG_CONSTRAINTS=${EXTRA_CONSTRAINTS:-clip,invclip-exact-bounded,invclip-output-bounded} \
+    mlp_long "$SEEDS" "$OUT/mlp-long-extra"
+}
+
 merge() {
   # gather the runs of partial directories ($@) into one block directory ($MERGE_INTO), keeping
   # each run's record (command, load, duration); then report with --report-only on that block
@@ -159,6 +176,7 @@ case "$BLOCK" in
   mlp-long-part) mlp_long "$PART_SEEDS" "$OUT/mlp-long-s${PART_SEEDS//,/}" ;;
   mlp-long-merge) MERGE_INTO=$OUT/mlp-long merge "$OUT"/mlp-long-s*; EXTRA+=(--report-only); mlp_long ;;
   dcgan-long) dcgan_long ;;
+  mlp-long-extra) mlp_long_extra ;;
   all) toy 8gaussians; toy 25gaussians; toy_long; mlp; mlp_state; dcgan ;;
-  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|mlp-long|mlp-long-part|mlp-long-merge|dcgan-long|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|mlp-long|mlp-long-part|mlp-long-merge|dcgan-long|mlp-long-extra|all]" >&2; exit 2 ;;
 esac
