@@ -10,7 +10,7 @@
 #   PART_SEEDS=0,1 bash benchmarks/reproduce.sh mlp-long-part   # Table I at 300 CPU-s a run, one
 #   PART_SEEDS=2 bash benchmarks/reproduce.sh mlp-long-part     # process per core, then:
 #   bash benchmarks/reproduce.sh mlp-long-merge                 # (or mlp-long: all in one process)
-#   bash benchmarks/reproduce.sh dcgan-long                     # Table II, 200 generator steps a run
+#   bash benchmarks/reproduce.sh dcgan-long                     # Table II, 120 generator steps a run
 #   bash benchmarks/reproduce.sh mlp-long-extra                 # bounded drift (after mlp-long)
 #   bash benchmarks/reproduce.sh all
 #
@@ -115,14 +115,15 @@ mlp_long() {
 }
 
 dcgan_long() {
-  # Table II per generator step: 200 generator steps (1,000 critic steps, ≈ 7 CPU-min) a run, no
+  # Table II per generator step: 120 generator steps (600 critic steps, ≈ 4.5 CPU-min) a run, no
   # warm-up (the paper's 100-critic-step warm-up alone would be 2,500 critic steps ≈ 18 CPU-min).
   local seeds=${1:-$SEEDS} out=${2:-$OUT/dcgan-long}
-  $PY -m wganlab compare --config mnist_dcgan --constraints "${DCGAN_LONG_CONSTRAINTS:-clip,invclip-paper}" \
-    --seeds "$seeds" --generator-steps "${DCGAN_LONG_STEPS:-200}" --out "$out" "${QUIET[@]}" "${EXTRA[@]}" \
+  $PY -m wganlab compare --config mnist_dcgan \
+    --constraints "${DCGAN_LONG_CONSTRAINTS:-clip,invclip-paper,invclip-exact-bounded}" \
+    --seeds "$seeds" --generator-steps "${DCGAN_LONG_STEPS:-120}" --out "$out" "${QUIET[@]}" "${EXTRA[@]}" \
     --set data.name=mnist --set data.dir="$MNIST_DIR" \
     --set train.warmup_generator_steps=0 --set train.warmup_every=0 \
-    --set train.eval_every=50 --set train.eval_samples=1000 --set train.sample_every=50 \
+    --set train.eval_every=40 --set train.eval_samples=1000 --set train.sample_every=40 \
     --set train.diagnostics_every=0 --set train.log_every=5 \
     --eval-samples 2000 --threshold "eval/fd<500"
 }

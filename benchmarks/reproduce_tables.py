@@ -25,12 +25,19 @@ BLOCKS = {
             "final/fd"),
     "mlp-state": (["final/fd", "final/kid", "final/coverage", "w_estimate"], "final/fd"),
     "dcgan": (["final/fd", "final/kid", "final/coverage", "w_estimate"], "final/fd"),
+    "mlp-long": (["final/fd", "final/kid", "final/coverage", "final/is", "w_estimate"],
+                 "final/fd"),
+    "mlp-long-extra": (["final/fd", "final/kid", "final/coverage", "final/is", "w_estimate"],
+                       "final/fd"),
+    "dcgan-long": (["final/fd", "final/kid", "final/coverage", "w_estimate"], "final/fd"),
 }
 #: the figures docs/reproduction.md shows, per block
 FIGURES = {
     "toy-8gaussians": ("eval_w1.png",), "toy-25gaussians": ("eval_w1.png",),
     "toy-8gaussians-long": ("eval_w1.png", "samples.png"),
     "mlp": ("samples.png", "w_estimate.png"), "dcgan": ("samples.png",),
+    "mlp-long": ("samples.png", "eval_fd.png"), "mlp-long-extra": ("samples.png", "eval_fd.png"),
+    "dcgan-long": ("samples.png", "eval_fd.png"),
 }
 COST = [("generator_step", "G-steps"), ("ms_per_critic_step_cpu", "CPU ms / critic step")]
 
@@ -97,8 +104,9 @@ def main(root: Path) -> None:
             continue
         res = json.loads(path.read_text())
         ok = [r for r in res["runs"] if r.get("ok")]
-        # mlp-state reuses two runs of mlp: count compute once
-        fresh = [r for r in ok if not (block == "mlp-state" and r.get("note") == "found finished")]
+        # mlp-state and mlp-long-extra reuse runs of other blocks: count compute once
+        fresh = [r for r in ok if not (block in ("mlp-state", "mlp-long-extra")
+                                       and r.get("note") == "found finished")]
         cpu = sum(r["final"].get("cpu_time", 0.0) for r in fresh)
         wall = sum(r.get("duration_s") or 0.0 for r in fresh)
         total_cpu, total_wall, n_runs = total_cpu + cpu, total_wall + wall, n_runs + len(fresh)
