@@ -12,6 +12,9 @@
 #   bash benchmarks/reproduce.sh mlp-long-merge                 # (or mlp-long: all in one process)
 #   bash benchmarks/reproduce.sh dcgan-long                     # Table II, 120 generator steps a run
 #   bash benchmarks/reproduce.sh mlp-long-extra                 # bounded drift (after mlp-long)
+#   PART_SEEDS=3,4 bash benchmarks/reproduce.sh mlp-long-extra-part   # clip vs bounded, more
+#   PART_SEEDS=5 bash benchmarks/reproduce.sh mlp-long-extra-part     # seeds, then:
+#   SEEDS=0,1,2,3,4,5 bash benchmarks/reproduce.sh mlp-long-extra-merge
 #   bash benchmarks/reproduce.sh all
 #
 # Outputs go to $OUT (default runs/reproduction/<block>/): results.json, report.md, plots/.
@@ -156,12 +159,13 @@ merge() {
   $PY - "$into/run_info.json" "$@" <<'PYEOF'
 import json, sys
 from pathlib import Path
-merged = {}
+into = Path(sys.argv[1])
+merged = json.loads(into.read_text()) if into.is_file() else {}
 for part in sys.argv[2:]:
     p = Path(part) / "run_info.json"
     if p.is_file():
         merged.update(json.loads(p.read_text()))
-Path(sys.argv[1]).write_text(json.dumps(merged, indent=1))
+into.write_text(json.dumps(merged, indent=1))
 PYEOF
 }
 
@@ -178,6 +182,11 @@ case "$BLOCK" in
   mlp-long-merge) MERGE_INTO=$OUT/mlp-long merge "$OUT"/mlp-long-s*; EXTRA+=(--report-only); mlp_long ;;
   dcgan-long) dcgan_long ;;
   mlp-long-extra) mlp_long_extra ;;
+  mlp-long-extra-part)  # more seeds for the decisive pair, one process per core
+    MLP_LONG_CONSTRAINTS=clip,invclip-exact-bounded mlp_long "$PART_SEEDS" "$OUT/mlp-long-extra-s${PART_SEEDS//,/}" ;;
+  mlp-long-extra-merge)
+    MERGE_INTO=$OUT/mlp-long-extra merge "$OUT"/mlp-long-extra-s*; EXTRA+=(--report-only)
+    mlp_long_extra ;;
   all) toy 8gaussians; toy 25gaussians; toy_long; mlp; mlp_state; dcgan ;;
-  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|mlp-long|mlp-long-part|mlp-long-merge|dcgan-long|mlp-long-extra|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|mlp-long|mlp-long-part|mlp-long-merge|dcgan-long|mlp-long-extra|mlp-long-extra-part|mlp-long-extra-merge|all]" >&2; exit 2 ;;
 esac
