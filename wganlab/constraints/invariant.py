@@ -32,7 +32,10 @@ class InvariantClip(Constraint):
     ``sweeps``: passes over the hidden layers (forward order). ``every``: rescale on every
     k-th step only (clipping happens every step). ``transform_state``: transform the
     optimizer's moments consistently with the rescaling. ``strict``: raise on layers that break
-    the invariance instead of skipping them with a warning. ``options``: extra solver options.
+    the invariance instead of skipping them with a warning. ``max_drift``: bound on each unit's
+    accumulated |log d| (``drift``, kept and checkpointed): per-step scales of constant sign
+    compound and erase the critic's interior weights (docs/invariance.md); None: unbounded, as
+    the paper. ``options``: extra solver options.
     """
 
     name = "invclip"
@@ -73,6 +76,9 @@ class InvariantClip(Constraint):
     def rescale(self, optimizer: Optional[torch.optim.Optimizer] = None) -> list[Tensor]:
         """Rescale (no clipping); return the scale d of each hidden layer (one tensor per
         rescaled layer, forward order). Transforms ``optimizer``'s state if so configured."""
+        # follow the critic if it was moved to another device after construction
+        self.drift = [t if t.device == _weight_device(p) else t.to(_weight_device(p))
+                      for t, p in zip(self.drift, self.pairs)]
         scales = rescale_critic_(self.pairs, self.bounds, self.solver, params=self.params,
                                  sweeps=self.sweeps, options=self.options, critic=self.critic,
                                  batch=self.batch, work=self._work, drift=self.drift,
