@@ -183,7 +183,8 @@ case "$BLOCK" in
   dcgan-long) dcgan_long ;;
   mlp-long-extra) mlp_long_extra ;;
   mlp-long-extra-part)  # more seeds for the decisive pair, one process per core
-    MLP_LONG_CONSTRAINTS=clip,invclip-exact-bounded mlp_long "$PART_SEEDS" "$OUT/mlp-long-extra-s${PART_SEEDS//,/}" ;;
+    MLP_LONG_CONSTRAINTS=${PART_CONSTRAINTS:-clip,invclip-exact-bounded} \
+      mlp_long "$PART_SEEDS" "$OUT/mlp-long-extra-s${PART_SEEDS//,/}${PART_TAG:-}" ;;
   mlp-long-extra-merge)
     MERGE_INTO=$OUT/mlp-long-extra merge "$OUT"/mlp-long-extra-s*; EXTRA+=(--report-only)
     mlp_long_extra ;;
