@@ -493,8 +493,9 @@ def _solve_conflicted(ctx: SolveContext, stats: _Stats, conf: Tensor, w_in: Tens
             qc / scale + lam * e0 * e0
     w = torch.where(qa > 0, -qb / (2 * qa).clamp_min(1e-300), torch.zeros_like(qa))
     w = torch.where(h > 0, w.clamp(0, 1), torch.zeros_like(w))
-    cand = torch.cat([torch.stack([w, torch.ones_like(w)], 2), torch.zeros_like(w)[:, :, None]], 2)
-    obj = qa[:, :, None] * cand.square() + qb[:, :, None] * cand + qc[:, :, None]   # [C, G, 3]
+    # candidates per segment: its interior minimiser and both ends
+    cand = torch.stack([w, torch.ones_like(w), torch.zeros_like(w)], 2)          # [C, G, 3]
+    obj = qa[:, :, None] * cand.square() + qb[:, :, None] * cand + qc[:, :, None]
     t_c = g0[:, :, None] + h[:, :, None] * cand
     obj, t_c = obj.flatten(1), t_c.flatten(1)
     # ties (e.g. a flat objective) go to the point nearest d = 1
