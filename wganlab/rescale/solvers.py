@@ -149,9 +149,9 @@ def _violation_where(rows: Tensor, c: Tensor, l: float, D: Tensor, divide: bool,
         v = violation(c, l, D, divide=divide, work=work, key=key)
         return torch.where(rows, v, torch.zeros_like(v))
     idx = rows.nonzero().squeeze(1)
-    out = torch.zeros_like(D)
     if idx.numel() == rows.numel():
         return violation(c, l, D, divide=divide, work=work, key=key)
+    out = torch.zeros_like(D)
     if idx.numel():
         out[idx] = violation(c.index_select(0, idx), l, D[idx], divide=divide)
     return out
