@@ -151,8 +151,8 @@ class Bare:
         cfg = ConstraintConfig(clip=BOUNDS[model], **CONSTRAINTS[constraint])
         self.proj = build_constraint(self.C, cfg)
         spec = resolve_optimizer(OptimizerConfig(), self.proj.default_optimizer)
-        self.opt_c = make_optimizer(self.C.parameters(), spec)
-        self.opt_g = make_optimizer(self.G.parameters(), spec)
+        self.opt_c = make_optimizer(self.C, spec)
+        self.opt_g = make_optimizer(self.G, spec)
         self.images = images
         self.noise = torch.Generator().manual_seed(seed + 1)
         self.data = torch.Generator().manual_seed(seed + 2)

@@ -230,3 +230,47 @@ def test_sync_free_paths_give_the_same_scales(problem, alpha, k_max):
                            for i in range(len(a))])
     assert (F_free <= F_host * (1 + 1e-9) + 1e-15).all()
     torch.testing.assert_close(d_free, d_host, rtol=1e-6, atol=0)
+
+
+# ----------------------------------------------------------------------------- balance
+
+@SETTINGS
+@given(unit_problems())
+def test_balance_is_the_minimum_norm_member(problem):
+    a, b, _, _ = problem
+    d = solvers.balance(a, b)
+    grid = torch.logspace(-4, 4, 4001, dtype=torch.float64)  # ratio 1.0046 between points
+    for i in range(a.shape[0]):
+        if not (a[i].any() and b[i].any()):
+            assert d[i].item() == 1.0                          # no minimum-norm member
+            continue
+        norm2 = lambda s: (a[i] / s).square().sum() + (b[i] * s).square().sum()  # noqa: E731
+        best = grid[torch.stack([norm2(s) for s in grid]).argmin()].item()
+        assert d[i].item() == pytest.approx(best, rel=5e-3)
+        assert norm2(d[i]) <= norm2(torch.tensor(best, dtype=torch.float64)) * (1 + 1e-12)
+
+
+def test_balance_does_not_compound():
+    """Applied to its own output the solver moves nothing: its target depends only on the
+    unit's class, unlike eq. (7)'s, which keeps pushing saturated units the same way."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(6, 5, generator=g, dtype=torch.float64) * 3
+    b = torch.rand(6, 4, generator=g, dtype=torch.float64)
+    d = solvers.balance(a, b)
+    d2 = solvers.balance(a / d[:, None], b * d[:, None])
+    torch.testing.assert_close(d2, torch.ones_like(d2), rtol=0, atol=1e-12)
+
+
+@SETTINGS
+@given(unit_problems())
+def test_box_relative_balance_equalises_each_sides_share_of_its_box(problem):
+    """With the bounds, both sides end with the same RMS entry relative to their bound."""
+    a, b, l_in, l_out = problem
+    d = solvers.balance(a, b, l_in, l_out)
+    for i in range(a.shape[0]):
+        if not (a[i].any() and b[i].any()):
+            assert d[i].item() == 1.0
+            continue
+        rms_in = (a[i] / d[i]).square().mean().sqrt() / l_in
+        rms_out = (b[i] * d[i]).square().mean().sqrt() / l_out
+        assert rms_in.item() == pytest.approx(rms_out.item(), rel=1e-9)

@@ -98,7 +98,8 @@ class ConstraintConfig:
     #: which critic parameters clipping touches: any of weight, bias, norm
     clip_params: list[str] = field(default_factory=lambda: ["weight", "bias"])
     # --- invariance-aware clipping (invclip) ---
-    #: paper | paper-guarded | exact | function | output
+    #: paper | paper-guarded | exact | function | output | balance (minimum-norm member of each
+    #: unit's class, not in the paper)
     solver: str = "exact"
     alpha: float = 1.1
     k_max: int = 5
@@ -111,6 +112,9 @@ class ConstraintConfig:
     strict: bool = False
     #: bound on each unit's accumulated |log d| (None: unbounded, as the paper)
     max_drift: Optional[float] = None
+    #: rescale on the first N critic steps only, then clip alone (None: always); with
+    #: max_drift, plain clipping of a once-rebalanced critic (a control, not in the paper)
+    rescale_steps: Optional[int] = None
     #: output solver: weight of a cost on |log d| that keeps units' in/out balance from drifting
     balance_weight: float = 0.0
     #: output solver: use at most this many samples of the batch for its statistics
@@ -142,7 +146,8 @@ class ConstraintConfig:
         for p in self.clip_params:
             _check_choice("constraint.clip_params", p, ("weight", "bias", "norm"))
         _check_choice("constraint.solver", self.solver,
-                      ("paper", "paper-guarded", "exact", "function", "output"))
+                      ("paper", "paper-guarded", "exact", "function", "output", "balance",
+                       "balance-box"))
         if self.alpha <= 1:
             raise ConfigError(f"constraint.alpha must be > 1 (got {self.alpha})")
         _positive("constraint.k_max", self.k_max)
@@ -153,6 +158,9 @@ class ConstraintConfig:
                 raise ConfigError(f"constraint.{key} must be >= 0 (got {getattr(self, key)})")
         if self.max_drift is not None and not self.max_drift >= 0:
             raise ConfigError(f"constraint.max_drift must be >= 0 or null (got {self.max_drift})")
+        if self.rescale_steps is not None and self.rescale_steps < 0:
+            raise ConfigError(f"constraint.rescale_steps must be >= 0 or null "
+                              f"(got {self.rescale_steps})")
         _positive("constraint.sn_power_iterations", self.sn_power_iterations)
         for vname, over in self.variants.items():
             if not isinstance(over, dict):
@@ -200,11 +208,18 @@ class OptimizerConfig:
     rms_alpha: float = 0.99
     eps: float = 1e-8
     weight_decay: float = 0.0
+    #: one learning-rate multiplier per Linear/Conv layer in order (its bias follows it; other
+    #: parameters keep lr); null: lr everywhere
+    layer_lr: Optional[list[float]] = None
 
     def validate(self, key: str) -> None:
         _check_choice(f"{key}.name", self.name, ("auto", "rmsprop", "adam", "sgd"))
         if self.lr is not None:
             _positive(f"{key}.lr", self.lr)
+        if self.layer_lr is not None and (not self.layer_lr
+                                          or not all(m > 0 for m in self.layer_lr)):
+            raise ConfigError(f"{key}.layer_lr must be a list of positive multipliers, one per "
+                              f"Linear/Conv layer (got {self.layer_lr})")
         if self.betas is not None:
             if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
                 raise ConfigError(f"{key}.betas must be two numbers in [0, 1) (got {self.betas})")

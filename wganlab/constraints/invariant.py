@@ -35,7 +35,9 @@ class InvariantClip(Constraint):
     the invariance instead of skipping them with a warning. ``max_drift``: bound on each unit's
     accumulated |log d| (``drift``, kept and checkpointed): per-step scales of constant sign
     compound and erase the critic's interior weights (docs/invariance.md); None: unbounded, as
-    the paper. ``options``: extra solver options.
+    the paper. ``rescale_steps``: rescale on the first N steps only, then clip alone (a control:
+    with ``max_drift``, plain clipping of a once-rebalanced critic). ``options``: extra solver
+    options.
     """
 
     name = "invclip"
@@ -46,11 +48,14 @@ class InvariantClip(Constraint):
                  when: str = "after", solver: str = "exact", alpha: float = 1.1,
                  k_max: int = 5, sweeps: int = 1, transform_state: bool = False,
                  every: int = 1, strict: bool = False, max_drift: Optional[float] = None,
+                 rescale_steps: Optional[int] = None,
                  options: Optional[dict[str, Any]] = None):
         super().__init__(critic)
         check_clip_options(when, params)
         if max_drift is not None and not max_drift >= 0:
             raise ValueError(f"max_drift must be >= 0 or None (got {max_drift})")
+        if rescale_steps is not None and rescale_steps < 0:
+            raise ValueError(f"rescale_steps must be >= 0 or None (got {rescale_steps})")
         if alpha <= 1 or k_max < 1 or sweeps < 1 or every < 1:
             raise ValueError("need alpha > 1 and k_max, sweeps, every >= 1 "
                              f"(got {alpha}, {k_max}, {sweeps}, {every})")
@@ -63,6 +68,7 @@ class InvariantClip(Constraint):
         self.targets = clip_targets(critic, self.bounds, self.params)
         self.pairs = find_pairs(critic, strict=strict)
         self.max_drift = max_drift
+        self.rescale_steps = rescale_steps
         #: each unit's accumulated log d since construction (float64, one tensor per pair)
         self.drift = [torch.zeros(p.units, dtype=torch.float64, device=_weight_device(p))
                       for p in self.pairs]
@@ -106,7 +112,8 @@ class InvariantClip(Constraint):
             self._project(optimizer, diagnose)
 
     def _project(self, optimizer, diagnose: bool) -> None:
-        due = self.steps % self.every == 0
+        due = self.steps % self.every == 0 and (self.rescale_steps is None
+                                                 or self.steps < self.rescale_steps)
         self.steps += 1
         if not diagnose:
             if due:
@@ -176,7 +183,8 @@ class InvariantClip(Constraint):
         bounds = [round(b, 6) for b in self.bounds]
         return (f"InvariantClip(solver={self.solver!r}, bounds={bounds}, "
                 f"pairs={len(self.pairs)}, sweeps={self.sweeps}, every={self.every}, "
-                f"transform_state={self.transform_state}, max_drift={self.max_drift})")
+                f"transform_state={self.transform_state}, max_drift={self.max_drift}, "
+                f"rescale_steps={self.rescale_steps})")
 
 
 def _weight_device(pair) -> torch.device:
@@ -190,5 +198,6 @@ def _build(critic: nn.Module, cfg) -> InvariantClip:
                          k_max=cfg.k_max, sweeps=cfg.sweeps,
                          transform_state=cfg.transform_state, every=cfg.every,
                          strict=cfg.strict, max_drift=cfg.max_drift,
+                         rescale_steps=cfg.rescale_steps,
                          options={"balance_weight": cfg.balance_weight,
                                   "subsample": cfg.subsample})

@@ -280,6 +280,26 @@ def _side_sums(c: Tensor, thr: Tensor, w: Optional[Tensor], work: Work,
 
 # ----------------------------------------------------------------------------- balance
 
+def balance(a: Tensor, b: Tensor, l_in: Optional[float] = None,
+            l_out: Optional[float] = None) -> Tensor:
+    """The minimum-norm member of each unit's equivalence class (Equi-normalisation, Stock et
+    al. 2019): d minimising ||a/d||^2 + ||b*d||^2, i.e. d = (||a|| / ||b||)^(1/2).
+
+    With the bounds given, each side's norm is measured in units of its box (its RMS entry
+    over its bound): d minimising ||a/d||^2 / (m l_in^2) + ||b*d||^2 / (n l_out^2), for m and n
+    entries per side, so that both sides use the same share of their box.
+
+    Unlike eq. (7)'s, the target depends only on the unit's class, so the solver applied to its
+    own output moves nothing. A unit with an all-zero side keeps d = 1."""
+    na, nb = _rowsum(a.square()).double(), _rowsum(b.square()).double()
+    if l_in is not None and l_out is not None:
+        na = na / (max(a[0].numel(), 1) * l_in ** 2)
+        nb = nb / (max(b[0].numel(), 1) * l_out ** 2)
+    ok = (na > 0) & (nb > 0)
+    d = torch.where(ok, (na / torch.where(ok, nb, 1.0)) ** 0.25, 1.0)
+    return d.to(a.dtype)
+
+
 def log_balance(row_norm: Tensor, col_norm: Tensor) -> Tensor:
     """log(||incoming|| / ||outgoing||) per unit (0 where either side is all zero)."""
     tiny = torch.finfo(row_norm.dtype).tiny
@@ -287,4 +307,5 @@ def log_balance(row_norm: Tensor, col_norm: Tensor) -> Tensor:
     return torch.where((row_norm > 0) & (col_norm > 0), out, torch.zeros_like(out))
 
 
-__all__ = ["violation", "box_distance2", "paper", "paper_guarded", "exact", "log_balance"]
+__all__ = ["violation", "box_distance2", "paper", "paper_guarded", "exact", "balance",
+           "log_balance"]

@@ -112,6 +112,16 @@ def _exact(ctx: SolveContext) -> Tensor:
                          work=ctx.work, sync_free=ctx.options.get("sync_free"))
 
 
+@register_solver("balance")
+def _balance(ctx: SolveContext) -> Tensor:
+    return solvers.balance(ctx.a, ctx.b)
+
+
+@register_solver("balance-box")
+def _balance_box(ctx: SolveContext) -> Tensor:
+    return solvers.balance(ctx.a, ctx.b, ctx.l_in, ctx.l_out)
+
+
 @torch.no_grad()
 def rescale_critic_(pairs: Sequence[UnitPair], bounds: Sequence[float], solver: str = "exact",
                     *, params: Sequence[str] = ("weight", "bias"), sweeps: int = 1,

@@ -128,9 +128,8 @@ class Trainer:
         default = self.constraint.default_optimizer
         self.optim_specs = {"critic": resolve_optimizer(config.optim.critic, default),
                             "generator": resolve_optimizer(config.optim.generator, default)}
-        self.opt_critic = make_optimizer(self.critic.parameters(), self.optim_specs["critic"])
-        self.opt_generator = make_optimizer(self.generator.parameters(),
-                                            self.optim_specs["generator"])
+        self.opt_critic = make_optimizer(self.critic, self.optim_specs["critic"])
+        self.opt_generator = make_optimizer(self.generator, self.optim_specs["generator"])
         self.noise = torch.Generator(device="cpu").manual_seed(config.seed * 7919 + 1)
         fixed = torch.Generator().manual_seed(12345)
         self.fixed_z = torch.randn(tc.sample_count, config.model.z_dim, generator=fixed)

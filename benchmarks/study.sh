@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The controlled study of docs/reproduction.md §6: does invariance-aware clipping beat plain
+# clipping, and if so why? Table I MLP on full MNIST, 300 CPU-s of training per run, one
+# thread per run. Each block is one or more `wganlab compare` calls (resumable: re-running a
+# block skips finished runs). Two blocks can run at once, one per core:
+#
+#   bash benchmarks/study.sh tune       # the retuning grid for plain clipping, seeds 100-101
+#   bash benchmarks/study.sh main       # clip, bounded, rebalanced, balance, gp; seeds 10-21
+#   ARM=clip-tilt0.1 bash benchmarks/study.sh retuned   # the grid's choice, seeds 10-21
+#   python benchmarks/study_tables.py   # the tables of §6 from the results so far
+#
+# Outputs: $OUT/<block>/ (default runs/study), results.json, report.md, plots/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/study}
+MNIST_DIR=${MNIST_DIR:-../shared/data/mnist}
+TEST_SEEDS=${TEST_SEEDS:-10,11,12,13,14,15,16,17,18,19,20,21}
+TUNE_SEEDS=${TUNE_SEEDS:-100,101}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+PY=${PY:-python}
+BLOCK=${1:-}; shift || true
+EXTRA=("$@")
+
+# layer_lr for a tilt t: [e^t, 1, e^-t] (the learning-rate half of what a rescaling by e^t of
+# both hidden layers does to RMSProp's steps; the clip half is in the clip-tilt* variants)
+declare -A TILT_LR=([clip-tilt-0.1]="[0.904837,1.0,1.105171]"
+                    [clip-tilt0.1]="[1.105171,1.0,0.904837]"
+                    [clip-tilt0.2]="[1.221403,1.0,0.818731]")
+
+study() {  # study <constraints> <seeds> <out> [--set ...]
+  local cons=$1 seeds=$2 out=$3; shift 3
+  $PY -m wganlab compare --config mnist_mlp --constraints "$cons" --seeds "$seeds" \
+    --budget-cpu-seconds "${STUDY_CPU:-300}" --out "$out" \
+    --set train.tensorboard=false --set train.progress=false --threads 1 \
+    --set data.name=mnist --set data.dir="$MNIST_DIR" \
+    --set train.warmup_generator_steps=5 --set train.eval_every=500 \
+    --set train.eval_samples=1000 --set train.sample_every=250 --set train.diagnostics_every=0 \
+    --set train.log_every=25 \
+    --eval-samples 2000 --threshold "eval/fd<500" --threshold "eval/fd<200" \
+    "$@" "${EXTRA[@]}"
+}
+
+tilted() {  # a clip-tilt* variant with its per-layer learning rates
+  local arm=$1 seeds=$2 out=$3
+  study "$arm" "$seeds" "$out" --set "optim.critic.layer_lr=${TILT_LR[$arm]}"
+}
+
+case "$BLOCK" in
+  tune)
+    study clip,clip-x0.8,clip-x1.25 "$TUNE_SEEDS" "$OUT/tune-scale"
+    for arm in clip-tilt0.1 clip-tilt-0.1 clip-tilt0.2; do
+      tilted "$arm" "$TUNE_SEEDS" "$OUT/tune-$arm"
+    done ;;
+  main)
+    study clip,invclip-exact-bounded,clip-rebalanced,invclip-balance,gp "$TEST_SEEDS" "$OUT/main" ;;
+  retuned)
+    : "${ARM:?set ARM to the choice of the tuning grid}"
+    if [ -n "${TILT_LR[$ARM]:-}" ]; then tilted "$ARM" "$TEST_SEEDS" "$OUT/retuned"
+    else study "$ARM" "$TEST_SEEDS" "$OUT/retuned"; fi ;;
+  *) echo "usage: $0 tune|main|retuned [compare options]" >&2; exit 2 ;;
+esac
