@@ -1,0 +1,181 @@
+"""The tables of docs/reproduction.md §6 (the controlled study) from the blocks' results.json.
+
+    python benchmarks/study_tables.py [--root benchmarks/results/study] [--boot 10000]
+
+Reads ``<root>/main/results.json`` (clip, bounded, rebalanced, balance, gp), optionally
+``<root>/retuned/results.json`` (the grid's choice, shown as ``clip-retuned``) and every
+``<root>/tune-*/results.json`` (the retuning grid). Prints Markdown: the grid, per-arm medians,
+and for each contrast of the protocol the per-seed differences, their median with a bootstrap
+95 % CI, the exact paired sign-flip p (Holm-adjusted within the attribution family) and the
+verdict. A block still running can be summarised first with ``wganlab compare ...
+--report-only`` (its finished runs only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from wganlab.report.compare import sign_flip_p
+
+PRIMARY = ("invclip-exact-bounded", "clip")
+#: the attribution family (Holm): bounded against each control
+FAMILY = [("invclip-exact-bounded", "clip-rebalanced"), ("invclip-exact-bounded", "clip-retuned"),
+          ("invclip-exact-bounded", "invclip-balance")]
+OTHERS = [("clip-rebalanced", "clip"), ("clip-retuned", "clip"), ("invclip-balance", "clip"),
+          ("gp", "clip"), ("gp", "invclip-exact-bounded")]
+ENDPOINTS = [("final/fd", "FD"), ("final/kid", "KID"), ("final/coverage", "classes"),
+             ("ttt/eval/fd < 500", "CPU-s to FD<500")]
+
+
+def load_block(path: Path, rename: Optional[dict[str, str]] = None) -> dict[tuple[str, int], dict]:
+    """{(arm, seed): {endpoint: value}} of a block's finished, evaluated runs."""
+    res = json.loads((path / "results.json").read_text())
+    out = {}
+    for r in res["runs"]:
+        fin = r.get("final") or {}
+        if not r.get("ok") or "final/fd" not in fin:
+            continue
+        arm = (rename or {}).get(r["constraint"], r["constraint"])
+        vals = {k: fin.get(k) for k, _ in ENDPOINTS if k.startswith("final/")}
+        if vals.get("final/coverage") is not None:
+            vals["final/coverage"] *= 10
+        hit = (r.get("thresholds") or {}).get("eval/fd < 500")
+        vals["ttt/eval/fd < 500"] = hit["cpu_time"] if hit else None
+        vals["generator_steps"] = fin.get("generator_step")
+        out[(arm, int(r["seed"]))] = vals
+    return out
+
+
+def bootstrap_median_ci(diffs: list[float], n_boot: int, seed: int = 0) -> tuple[float, float]:
+    """Percentile 95 % CI of the median difference (resampling seeds with replacement)."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(diffs, dtype=float)
+    meds = np.median(rng.choice(x, size=(n_boot, len(x)), replace=True), axis=1)
+    return float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    adj, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adj[i] = running
+    return adj
+
+
+def contrast(data, arm: str, ref: str, key: str, n_boot: int) -> Optional[dict]:
+    """arm − ref on ``key``, paired by seed (seeds where both have a value)."""
+    seeds = sorted(s for (a, s) in data if a == arm and (ref, s) in data
+                   and data[(arm, s)].get(key) is not None
+                   and data[(ref, s)].get(key) is not None)
+    if not seeds:
+        return None
+    diffs = [data[(arm, s)][key] - data[(ref, s)][key] for s in seeds]
+    lo, hi = bootstrap_median_ci(diffs, n_boot)
+    lower_better = key != "final/coverage"
+    wins = sum((d < 0) if lower_better else (d > 0) for d in diffs)
+    return {"arm": arm, "ref": ref, "key": key, "n": len(seeds), "seeds": seeds,
+            "diffs": diffs, "median": statistics.median(diffs), "ci": (lo, hi),
+            "p": sign_flip_p(diffs), "wins": wins, "lower_better": lower_better}
+
+
+def verdict(c: dict, p: float) -> str:
+    if p >= 0.05:
+        return "no difference shown"
+    mean = sum(c["diffs"]) / len(c["diffs"])
+    better = (mean < 0) if c["lower_better"] else (mean > 0)
+    return "better" if better else "worse"
+
+
+def fmt(v: Optional[float], nd: int = 0) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,.{nd}f}" if abs(v) >= 10 or nd else f"{v:.2f}"
+
+
+def arm_table(data) -> list[str]:
+    arms = list(dict.fromkeys(a for a, _ in data))
+    lines = ["| arm | seeds | " + " | ".join(n for _, n in ENDPOINTS) + " | FD < 500 reached |",
+             "|---|---|" + "---|" * (len(ENDPOINTS) + 1)]
+    for arm in arms:
+        rows = [v for (a, _), v in sorted(data.items()) if a == arm]
+        cells = []
+        for key, _ in ENDPOINTS:
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            cells.append(f"{fmt(statistics.median(vals))} [{fmt(min(vals))}–{fmt(max(vals))}]"
+                         if vals else "–")
+        hit = sum(r.get("ttt/eval/fd < 500") is not None for r in rows)
+        lines.append(f"| {arm} | {len(rows)} | " + " | ".join(cells) + f" | {hit}/{len(rows)} |")
+    return lines
+
+
+def contrast_rows(cs: list[dict], ps: list[float], what: str = "") -> list[str]:
+    lines = []
+    for c, p in zip(cs, ps):
+        lo, hi = c["ci"]
+        lines.append(f"| {c['arm']} − {c['ref']}{what} | {c['n']} | {c['wins']}/{c['n']} | "
+                     f"{fmt(c['median'])} [{fmt(lo)}, {fmt(hi)}] | {c['p']:.3g} | {p:.3g} | "
+                     f"{verdict(c, p)} |")
+    return lines
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=Path("benchmarks/results/study"))
+    ap.add_argument("--boot", type=int, default=10000)
+    args = ap.parse_args(argv)
+    root = args.root
+
+    tune = {}
+    for block in sorted(root.glob("tune-*")):
+        if (block / "results.json").is_file():
+            tune.update(load_block(block))
+    if tune:
+        print("### The retuning grid (tuning seeds)\n")
+        print("| configuration | seeds | final FD per seed | mean FD |\n|---|---|---|---|")
+        for arm in dict.fromkeys(a for a, _ in tune):
+            fds = [(s, v["final/fd"]) for (a, s), v in sorted(tune.items()) if a == arm]
+            print(f"| {arm} | {len(fds)} | " + ", ".join(f"{fmt(f)} (s{s})" for s, f in fds)
+                  + f" | {fmt(sum(f for _, f in fds) / len(fds))} |")
+        print()
+
+    data = load_block(root / "main")
+    retuned = root / "retuned" / "results.json"
+    if retuned.is_file():
+        arms = {r["constraint"] for r in json.loads(retuned.read_text())["runs"]}
+        data.update(load_block(root / "retuned", {a: "clip-retuned" for a in arms}))
+    print("### Arms (test seeds): median [min–max]\n")
+    print("\n".join(arm_table(data)) + "\n")
+
+    head = ["| contrast | seeds | arm better on | median difference [95 % CI] | p | "
+            "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
+    primary = contrast(data, *PRIMARY, "final/fd", args.boot)
+    fam = [c for c in (contrast(data, a, r, "final/fd", args.boot) for a, r in FAMILY) if c]
+    others = [c for c in (contrast(data, a, r, "final/fd", args.boot) for a, r in OTHERS) if c]
+    print("### Contrasts on the primary endpoint (final FD; negative = first arm better)\n")
+    lines = head[:]
+    if primary:
+        lines += contrast_rows([primary], [primary["p"]])
+    lines += contrast_rows(fam, holm([c["p"] for c in fam]))
+    lines += contrast_rows(others, [c["p"] for c in others])
+    print("\n".join(lines) + "\n")
+    print("### Secondary endpoints, bounded − clip\n")
+    lines = head[:]
+    for key, name in ENDPOINTS[1:]:
+        c = contrast(data, *PRIMARY, key, args.boot)
+        if c:
+            lines += contrast_rows([c], [c["p"]], f", {name}")
+    print("\n".join(lines))
+    if primary:
+        print("\nPer-seed FD differences, bounded − clip: "
+              + ", ".join(f"s{s} {d:+.0f}" for s, d in zip(primary["seeds"], primary["diffs"])))
+
+
+if __name__ == "__main__":
+    main()
