@@ -7,6 +7,9 @@
 #   bash benchmarks/study.sh tune       # the retuning grid for plain clipping, seeds 100-101
 #   bash benchmarks/study.sh main       # clip, bounded, rebalanced, balance, gp; seeds 10-21
 #   ARM=clip-tilt0.1 bash benchmarks/study.sh retuned   # the grid's choice, seeds 10-21
+#   CONTROL=<best control> bash benchmarks/study.sh fashion   # replication, Fashion-MNIST
+#   CONTROL=<best control> bash benchmarks/study.sh digits    # replication, embedded digits
+#   bash benchmarks/study.sh sensitivity                      # max_drift 0.02 / 0.1 / 0.5
 #   python benchmarks/study_tables.py   # the tables of §6 from the results so far
 #
 # Outputs: $OUT/<block>/ (default runs/study), results.json, report.md, plots/.
@@ -16,6 +19,8 @@ OUT=${OUT:-runs/study}
 MNIST_DIR=${MNIST_DIR:-../shared/data/mnist}
 TEST_SEEDS=${TEST_SEEDS:-10,11,12,13,14,15,16,17,18,19,20,21}
 TUNE_SEEDS=${TUNE_SEEDS:-100,101}
+REPLICATION_SEEDS=${REPLICATION_SEEDS:-10,11,12,13,14,15}
+FASHION_DIR=${FASHION_DIR:-/usr/share/datasets/fashion-mnist}  # Debian: dataset-fashion-mnist
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY=${PY:-python}
 BLOCK=${1:-}; shift || true
@@ -45,6 +50,18 @@ tilted() {  # a clip-tilt* variant with its per-layer learning rates
   study "$arm" "$seeds" "$out" --set "optim.critic.layer_lr=${TILT_LR[$arm]}"
 }
 
+replicate() {  # replicate <block> [--set ...]: clip, bounded and $CONTROL on another data set
+  local block=$1; shift
+  : "${CONTROL:?set CONTROL to the best control arm of the main block}"
+  study clip,invclip-exact-bounded "$REPLICATION_SEEDS" "$OUT/$block" "$@"
+  if [ -n "${TILT_LR[$CONTROL]:-}" ]; then
+    study "$CONTROL" "$REPLICATION_SEEDS" "$OUT/$block-control" "$@" \
+      --set "optim.critic.layer_lr=${TILT_LR[$CONTROL]}"
+  else
+    study "$CONTROL" "$REPLICATION_SEEDS" "$OUT/$block-control" "$@"
+  fi
+}
+
 case "$BLOCK" in
   tune)
     study clip,clip-x0.8,clip-x1.25 "$TUNE_SEEDS" "$OUT/tune-scale"
@@ -57,5 +74,13 @@ case "$BLOCK" in
     : "${ARM:?set ARM to the choice of the tuning grid}"
     if [ -n "${TILT_LR[$ARM]:-}" ]; then tilted "$ARM" "$TEST_SEEDS" "$OUT/retuned"
     else study "$ARM" "$TEST_SEEDS" "$OUT/retuned"; fi ;;
-  *) echo "usage: $0 tune|main|retuned [compare options]" >&2; exit 2 ;;
+  fashion)  # the data set is set after the common MNIST keys: the last --set wins
+    replicate fashion --set data.name=fashion-mnist --set data.dir="$FASHION_DIR" ;;
+  digits)
+    replicate digits --set data.name=mnist5k --set data.dir=null ;;
+  sensitivity)
+    study invclip-exact-bounded-0.02,invclip-exact-bounded,invclip-exact-bounded-0.5 \
+      "$REPLICATION_SEEDS" "$OUT/sensitivity" ;;
+  *) echo "usage: $0 tune|main|retuned|fashion|digits|sensitivity [compare options]" >&2
+     exit 2 ;;
 esac
