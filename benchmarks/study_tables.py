@@ -1,6 +1,7 @@
 """The tables of docs/reproduction.md §6 (the controlled study) from the blocks' results.json.
 
     python benchmarks/study_tables.py [--root benchmarks/results/study] [--boot 10000]
+    python benchmarks/study_tables.py --claims   # the same statistics for §2b, §4, §4b
 
 Reads ``<root>/main/results.json`` (clip, bounded, rebalanced, balance, gp), optionally
 ``<root>/retuned/results.json`` (the grid's choice, shown as ``clip-retuned``) and every
@@ -125,11 +126,36 @@ def contrast_rows(cs: list[dict], ps: list[float], what: str = "") -> list[str]:
     return lines
 
 
+#: the earlier blocks' contrasts behind the claims table: (block, arm, reference)
+EARLIER = [("mlp-long", "invclip-paper", "clip"), ("mlp-long", "invclip-exact", "clip"),
+           ("mlp-long", "invclip-exact-state", "clip"), ("mlp-long", "gp", "clip"),
+           ("mlp-long-extra", "invclip-exact-bounded", "clip"),
+           ("mlp-long-extra", "invclip-output-bounded", "clip"),
+           ("mlp5k-150s", "invclip-exact-bounded", "clip"), ("mlp5k-150s", "invclip-exact", "clip")]
+
+
+def claims(root: Path, n_boot: int) -> None:
+    """FD contrasts of the earlier reproduction blocks, in the study's format."""
+    print("| block | contrast | seeds | arm better on | median FD difference [95 % CI] | p | "
+          "verdict |\n|---|---|---|---|---|---|---|")
+    for block, arm, ref in EARLIER:
+        c = contrast(load_block(root / block), arm, ref, "final/fd", n_boot)
+        if c:
+            lo, hi = c["ci"]
+            print(f"| {block} | {arm} − {ref} | {c['n']} | {c['wins']}/{c['n']} | "
+                  f"{fmt(c['median'])} [{fmt(lo)}, {fmt(hi)}] | {c['p']:.3g} | "
+                  f"{verdict(c, c['p'])} |")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("benchmarks/results/study"))
     ap.add_argument("--boot", type=int, default=10000)
+    ap.add_argument("--claims", nargs="?", const=Path("benchmarks/results/reproduction"),
+                    type=Path, help="the earlier blocks' contrasts (folder of the blocks)")
     args = ap.parse_args(argv)
+    if args.claims:
+        return claims(args.claims, args.boot)
     root = args.root
 
     tune = {}
