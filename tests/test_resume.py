@@ -30,7 +30,7 @@ from wganlab.train.logger import read_metrics
 from conftest import tiny_config
 from fastdisk import fast_module_path, fast_path  # noqa: F401  (fixtures)
 
-CONSTRAINTS = ["clip", "invclip", "gp"]
+CONSTRAINTS = ["clip", "invclip", "gp", "bjorck"]
 STEPS = 24
 CLI_SETS = {"model.toy_hidden": 16, "data.batch_size": 32, "train.n_critic": 2,
             "train.warmup_generator_steps": 0, "train.log_every": 2, "train.threads": 1,

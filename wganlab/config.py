@@ -60,6 +60,9 @@ DATA_NAMES = ("mnist5k", "mnist", "fashion-mnist", "kmnist", "idx",
 TOY_DATA = ("8gaussians", "25gaussians", "swissroll", "checkerboard")
 
 
+ACTIVATIONS = ("auto", "leaky_relu", "relu", "groupsort")
+
+
 @dataclass
 class ModelConfig:
     #: mlp (Table I) | dcgan (Table II) | toy (small MLPs for 2-D data)
@@ -72,9 +75,14 @@ class ModelConfig:
     toy_layers: int = 3
     #: slope of the critic's LeakyReLU (Tables I and II: 0.2)
     leaky_slope: float = 0.2
+    #: the critic's activation: auto (the architecture's own -- LeakyReLU for mlp/dcgan, ReLU
+    #: for toy -- or GroupSort when the constraint is bjorck or aol) | leaky_relu | relu |
+    #: groupsort (pairs of units sorted; needs even layer widths)
+    activation: str = "auto"
 
     def validate(self) -> None:
         _check_choice("model.name", self.name, ("mlp", "dcgan", "toy"))
+        _check_choice("model.activation", self.activation, ACTIVATIONS)
         _positive("model.z_dim", self.z_dim)
         _positive("model.toy_hidden", self.toy_hidden)
         _positive("model.toy_layers", self.toy_layers)
@@ -86,7 +94,8 @@ class ModelConfig:
 
 @dataclass
 class ConstraintConfig:
-    #: none | clip | invclip | gp | lp | r1 | gp-adaptive | sn, combined with '+' (e.g. clip+r1),
+    #: none | clip | invclip | gp | lp | r1 | gp-adaptive | sn | bjorck | aol, combined with '+'
+    #: (e.g. clip+r1),
     #: or the name of an entry of ``variants``
     name: str = "clip"
     #: clip bound: one float for every layer, or a list with one per Linear/Conv layer in order
@@ -128,6 +137,10 @@ class ConstraintConfig:
     adaptive_max: float = 10.0
     #: spectral norm: power iterations per forward pass
     sn_power_iterations: int = 1
+    # --- by construction (bjorck, aol) ---
+    #: bjorck: orthonormalisation iterations per forward pass (two matrix products each; 20
+    #: lift a singular value of 1e-3 of the pre-scaled weight to 1 within 1e-4, 15 one of 1e-2)
+    bjorck_iters: int = 20
     #: named variants: {name: {key: value, ...}} overriding this section, e.g.
     #: invclip-paper: {name: invclip, solver: paper}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -162,6 +175,7 @@ class ConstraintConfig:
             raise ConfigError(f"constraint.rescale_steps must be >= 0 or null "
                               f"(got {self.rescale_steps})")
         _positive("constraint.sn_power_iterations", self.sn_power_iterations)
+        _positive("constraint.bjorck_iters", self.bjorck_iters)
         for vname, over in self.variants.items():
             if not isinstance(over, dict):
                 raise ConfigError(f"constraint.variants.{vname} must be a mapping of keys")
@@ -194,7 +208,8 @@ class ConstraintConfig:
         return out
 
 
-CONSTRAINT_NAMES = ("none", "clip", "invclip", "gp", "lp", "r1", "gp-adaptive", "sn")
+CONSTRAINT_NAMES = ("none", "clip", "invclip", "gp", "lp", "r1", "gp-adaptive", "sn", "bjorck",
+                    "aol")
 
 
 @dataclass

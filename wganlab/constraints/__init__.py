@@ -5,8 +5,9 @@ from .invariant import InvariantClip
 from .penalty import (AdaptiveGradientPenalty, GradientPenalty, LipschitzPenalty,
                       R1Penalty)
 from .spectral import SpectralNorm
-from .registry import available, build_constraint, register
+from .orthonormal import AOL, Bjorck
+from .registry import available, build_constraint, critic_activation, register
 
 __all__ = ["Constraint", "Compose", "WeightClip", "InvariantClip", "GradientPenalty", "LipschitzPenalty",
-           "AdaptiveGradientPenalty", "R1Penalty", "SpectralNorm", "available", "build_constraint",
-           "register"]
+           "AdaptiveGradientPenalty", "R1Penalty", "SpectralNorm", "Bjorck", "AOL", "available",
+           "build_constraint", "critic_activation", "register"]

@@ -10,14 +10,29 @@ from .base import Compose, Constraint
 
 Builder = Callable[[nn.Module, ConstraintConfig], Constraint]
 _BUILDERS: dict[str, Builder] = {}
+#: the critic activation a constraint is built for (``model.activation: auto`` takes it)
+_ACTIVATIONS: dict[str, str] = {}
 
 
-def register(name: str):
-    """Decorator: ``@register("clip")`` on a function ``(critic, cfg) -> Constraint``."""
+def register(name: str, activation: str | None = None):
+    """Decorator: ``@register("clip")`` on a function ``(critic, cfg) -> Constraint``.
+    ``activation``: the critic activation the constraint needs to do its job (e.g.
+    ``groupsort`` for the by-construction critics), used where ``model.activation`` is auto."""
     def deco(fn: Builder) -> Builder:
         _BUILDERS[name] = fn
+        if activation is not None:
+            _ACTIVATIONS[name] = activation
         return fn
     return deco
+
+
+def critic_activation(model_activation: str, cfg: ConstraintConfig) -> str:
+    """The critic's activation: ``model_activation`` unless it is ``auto``, then the first
+    preference of the constraint's parts (``auto`` again if none has one)."""
+    if model_activation != "auto":
+        return model_activation
+    prefs = [_ACTIVATIONS[p] for p in cfg.resolve().name.split("+") if p in _ACTIVATIONS]
+    return prefs[0] if prefs else "auto"
 
 
 def available() -> list[str]:

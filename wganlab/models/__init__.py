@@ -8,26 +8,30 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import TOY_DATA, DataConfig, ModelConfig
+from .activations import ACTIVATIONS, GroupSort, make_activation
 from .dcgan import dcgan_critic, dcgan_generator
 from .mlp import mlp_critic, mlp_generator
 from .toy import toy_critic, toy_generator
 
-__all__ = ["build_models", "mlp_critic", "mlp_generator", "dcgan_critic", "dcgan_generator",
+__all__ = ["build_models", "ACTIVATIONS", "GroupSort", "make_activation", "mlp_critic", "mlp_generator", "dcgan_critic", "dcgan_generator",
            "toy_critic", "toy_generator"]
 
 
-def build_models(model: ModelConfig, data: DataConfig) -> tuple[nn.Module, nn.Module]:
-    """(generator, critic) for a model config, sized for the data config."""
+def build_models(model: ModelConfig, data: DataConfig,
+                 activation: str | None = None) -> tuple[nn.Module, nn.Module]:
+    """(generator, critic) for a model config, sized for the data config. ``activation``
+    (default ``model.activation``) is the critic's: ``auto`` keeps the architecture's own."""
+    act = model.activation if activation is None else activation
     if model.name == "toy":
         if data.name not in TOY_DATA:
             raise ValueError(f"model.name=toy needs 2-D toy data, not data.name={data.name}")
         return (toy_generator(model.z_dim, 2, model.toy_hidden, model.toy_layers),
-                toy_critic(2, model.toy_hidden, model.toy_layers))
+                toy_critic(2, model.toy_hidden, model.toy_layers, act))
     if model.name == "mlp":
         return (mlp_generator(model.z_dim, data.image_size, 1, model.bn_eps),
-                mlp_critic(data.image_size, 1, model.leaky_slope))
+                mlp_critic(data.image_size, 1, model.leaky_slope, act))
     if model.name == "dcgan":
         if data.image_size != 32:
             raise ValueError("model.name=dcgan is built for 32x32 images (data.image_size=32)")
-        return dcgan_generator(model.z_dim, 1), dcgan_critic(1, model.leaky_slope)
+        return dcgan_generator(model.z_dim, 1), dcgan_critic(1, model.leaky_slope, act)
     raise ValueError(f"unknown model {model.name!r}")

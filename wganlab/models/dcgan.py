@@ -3,14 +3,20 @@ from __future__ import annotations
 
 from torch import nn
 
+from .activations import make_activation
 
-def dcgan_critic(channels: int = 1, slope: float = 0.2) -> nn.Sequential:
+
+def dcgan_critic(channels: int = 1, slope: float = 0.2, activation: str = "auto") -> nn.Sequential:
     """Conv(1,64,4,2,1) LReLU Conv(64,128,4,2,1) LReLU Conv(128,256,4,2,1) LReLU
-    Conv(256,1,4,1,0); no batch norm. 32 -> 16 -> 8 -> 4 -> 1."""
+    Conv(256,1,4,1,0); no batch norm. 32 -> 16 -> 8 -> 4 -> 1. ``activation`` replaces the
+    LeakyReLU (``auto`` keeps it; GroupSort sorts channel pairs)."""
+    def act() -> nn.Module:
+        return make_activation(activation, "leaky_relu", slope)
+
     return nn.Sequential(
-        nn.Conv2d(channels, 64, 4, 2, 1), nn.LeakyReLU(slope),
-        nn.Conv2d(64, 128, 4, 2, 1), nn.LeakyReLU(slope),
-        nn.Conv2d(128, 256, 4, 2, 1), nn.LeakyReLU(slope),
+        nn.Conv2d(channels, 64, 4, 2, 1), act(),
+        nn.Conv2d(64, 128, 4, 2, 1), act(),
+        nn.Conv2d(128, 256, 4, 2, 1), act(),
         nn.Conv2d(256, 1, 4, 1, 0),
         nn.Flatten(),
     )

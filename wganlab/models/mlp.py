@@ -3,14 +3,21 @@ from __future__ import annotations
 
 from torch import nn
 
+from .activations import make_activation
 
-def mlp_critic(image_size: int = 32, channels: int = 1, slope: float = 0.2) -> nn.Sequential:
+
+def mlp_critic(image_size: int = 32, channels: int = 1, slope: float = 0.2,
+               activation: str = "auto") -> nn.Sequential:
     """Linear(S*S, 512) LReLU Linear(512, 256) LReLU Linear(256, 1); biases fixed to zero
-    (bias=False), as Table I prescribes."""
+    (bias=False), as Table I prescribes. ``activation`` replaces the LeakyReLU (``auto``
+    keeps it)."""
+    def act() -> nn.Module:
+        return make_activation(activation, "leaky_relu", slope)
+
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(channels * image_size * image_size, 512, bias=False), nn.LeakyReLU(slope),
-        nn.Linear(512, 256, bias=False), nn.LeakyReLU(slope),
+        nn.Linear(channels * image_size * image_size, 512, bias=False), act(),
+        nn.Linear(512, 256, bias=False), act(),
         nn.Linear(256, 1, bias=False),
     )
 

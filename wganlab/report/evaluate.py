@@ -88,8 +88,10 @@ def _state_from_file(path: Path, net: str) -> dict[str, torch.Tensor]:
 def load_net(run_dir: str | Path, cfg: Config, net: str = "generator",
              checkpoint: str | Path | None = None) -> nn.Module:
     """The run's generator or critic with its final weights (or a checkpoint's), in eval mode."""
+    from ..constraints import critic_activation
     from ..models import build_models
-    generator, critic = build_models(cfg.model, cfg.data)
+    generator, critic = build_models(cfg.model, cfg.data,
+                                     critic_activation(cfg.model.activation, cfg.constraint))
     module = generator if net == "generator" else critic
     checkpoint = resolve_checkpoint(run_dir, checkpoint)
     path = checkpoint if checkpoint is not None else Path(run_dir) / f"{net}.safetensors"
@@ -98,7 +100,7 @@ def load_net(run_dir: str | Path, cfg: Config, net: str = "generator",
     state = _state_from_file(path, net)
     if net == "critic" and any(".parametrizations." in k or k.startswith("parametrizations.")
                                for k in state):
-        from ..constraints import build_constraint  # spectral norm reparametrises the critic
+        from ..constraints import build_constraint  # sn, bjorck, aol reparametrise the critic
         build_constraint(module, cfg.constraint)
     try:
         module.load_state_dict(state)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.activations import GroupSort
 from .layers import weight_layers
 
 log = logging.getLogger("wganlab.rescale")
@@ -77,8 +78,17 @@ def find_pairs(critic: nn.Module, strict: bool = False) -> list[UnitPair]:
 
     ``nn.Sequential`` critics (nested ones flattened) are walked directly; anything else is
     traced with torch.fx. A layer that breaks the invariance skips its pair with a logged
-    warning, or raises :class:`InvarianceError` naming the layer when ``strict``.
+    warning, or raises :class:`InvarianceError` naming the layer when ``strict``. A GroupSort
+    critic is always refused: sorting mixes the units of a group, so a per-unit rescaling is no
+    invariance anywhere in it, and clipping it silently would be a different method.
     """
+    sorting = [n for n, m in critic.named_modules() if isinstance(m, GroupSort)]
+    if sorting:
+        raise InvarianceError(
+            f"invariance-aware clipping cannot rescale a GroupSort critic (layer "
+            f"{sorting[0]!r}): sorting mixes the units of each group, so rescaling one unit "
+            "changes the function; set model.activation=leaky_relu (or relu) for invclip, or "
+            "use a constraint built for GroupSort (bjorck, aol)")
     index = {id(m): (i, n) for i, (n, m) in enumerate(weight_layers(critic))}
     if isinstance(critic, nn.Sequential):
         seq = list(_flatten_sequential(critic))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..config import TOY_DATA, Config, dump_config
-from ..constraints import build_constraint
+from ..constraints import build_constraint, critic_activation
 from ..data import make_stream, sample_toy
 from ..metrics.lipschitz import lipschitz_diagnostics
 from ..models import build_models
@@ -111,7 +111,8 @@ class Trainer:
 
         self.toy = config.data.name in TOY_DATA
         self.stream = make_stream(config.data, config.seed, rank, world)
-        self.generator, self.critic = build_models(config.model, config.data)
+        self.generator, self.critic = build_models(
+            config.model, config.data, critic_activation(config.model.activation, config.constraint))
         self.generator.to(self.device)
         self.critic.to(self.device)
         #: the sibling processes of a multi-process run; no-ops with one (distributed.py)
