@@ -119,6 +119,33 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _w1bench(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from .report.w1bench import CONSTRAINTS, BenchSettings, markdown, run_bench, summarise
+    from .data.w1pairs import w1_pairs
+
+    out = Path(args.out)
+    if args.report_only:
+        if not out.is_file():
+            raise ValueError(f"--report-only: {out} does not exist; run the benchmark first")
+        results = json.loads(out.read_text())
+        results["summary"] = summarise(results["runs"])
+    else:
+        torch.set_num_threads(args.threads)
+        pick = lambda text, every: ([x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
+                                    if text else list(every))
+        results = run_bench(out, pick(args.constraints, CONSTRAINTS), pick(args.tasks, w1_pairs()),
+                            [int(x) for x in args.seeds.split(",")],
+                            BenchSettings(steps=args.steps),
+                            log=lambda m: print(f"wganlab w1bench: {m}", file=sys.stderr,
+                                                flush=True))
+    print(markdown(results))
+    return 0
+
+
 def _default_name(config_path: Optional[str], config) -> str:
     import time
     stem = Path(config_path).stem if config_path else "run"
@@ -178,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="output folder (default RUN/plots, or ./plots for several)")
     pl.add_argument("--checkpoint", help="checkpoint for the toy scatter (default final)")
     pl.set_defaults(func=_plot)
+    w = sub.add_parser("w1bench", help="W1-estimation benchmark: a critic alone under each "
+                       "constraint on distribution pairs with known W1; prints the tables")
+    w.add_argument("--out", "-o", default="w1bench.json",
+                   help="results JSON (resumed if it exists with the same settings)")
+    w.add_argument("--constraints", help="comma-separated (default: all of them)")
+    w.add_argument("--tasks", help="comma-separated pair names (default: all of them)")
+    w.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    w.add_argument("--steps", type=int, default=1000, help="critic steps per training")
+    w.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    w.add_argument("--report-only", action="store_true",
+                   help="train nothing: print the tables of an existing --out")
+    w.set_defaults(func=_w1bench)
     return p
 
 
