@@ -15,6 +15,8 @@
 #   PART_SEEDS=3,4 bash benchmarks/reproduce.sh mlp-long-extra-part   # clip vs bounded, more
 #   PART_SEEDS=5 bash benchmarks/reproduce.sh mlp-long-extra-part     # seeds, then:
 #   SEEDS=0,1,2,3,4,5 bash benchmarks/reproduce.sh mlp-long-extra-merge
+#   bash benchmarks/reproduce.sh w1             # W1 estimation, every constraint (docs/w1.md)
+#   bash benchmarks/reproduce.sh mlp-lipschitz  # Table I: clip vs bjorck vs aol, 150 CPU-s a run
 #   bash benchmarks/reproduce.sh all
 #
 # Outputs go to $OUT (default runs/reproduction/<block>/): results.json, report.md, plots/.
@@ -147,6 +149,19 @@ mlp_long_extra() {
     mlp_long "$SEEDS" "$OUT/mlp-long-extra"
 }
 
+w1() {
+  # a critic alone on pairs with known W1, every constraint, 3 seeds, 500 critic steps each;
+  # writes benchmarks/results/w1_estimation.json and prints the tables of docs/w1.md
+  $PY -m wganlab w1bench --out benchmarks/results/w1_estimation.json --seeds "$SEEDS" \
+    --steps "${W1_STEPS:-500}" "${EXTRA[@]}"
+}
+
+mlp_lipschitz() {
+  # the by-construction critics as arms of the Table I comparison (150 CPU-s a run)
+  MLP_CPU=${MLP_CPU:-150} mlp_compare "${LIP_CONSTRAINTS:-clip,bjorck,aol}" "${LIP_SEEDS:-0}" \
+    "$OUT/mlp-lipschitz"
+}
+
 merge() {
   # gather the runs of partial directories ($@) into one block directory ($MERGE_INTO), keeping
   # each run's record (command, load, duration); then report with --report-only on that block
@@ -188,6 +203,8 @@ case "$BLOCK" in
   mlp-long-extra-merge)
     MERGE_INTO=$OUT/mlp-long-extra merge "$OUT"/mlp-long-extra-s*; EXTRA+=(--report-only)
     mlp_long_extra ;;
+  w1) w1 ;;
+  mlp-lipschitz) mlp_lipschitz ;;
   all) toy 8gaussians; toy 25gaussians; toy_long; mlp; mlp_state; dcgan ;;
-  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|mlp-long|mlp-long-part|mlp-long-merge|dcgan-long|mlp-long-extra|mlp-long-extra-part|mlp-long-extra-merge|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|mlp-long|mlp-long-part|mlp-long-merge|dcgan-long|mlp-long-extra|mlp-long-extra-part|mlp-long-extra-merge|w1|mlp-lipschitz|all]" >&2; exit 2 ;;
 esac

@@ -135,15 +135,19 @@ def _w1bench(args: argparse.Namespace) -> int:
         results["summary"] = summarise(results["runs"])
     else:
         torch.set_num_threads(args.threads)
-        pick = lambda text, every: ([x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
-                                    if text else list(every))
-        results = run_bench(out, pick(args.constraints, CONSTRAINTS), pick(args.tasks, w1_pairs()),
-                            [int(x) for x in args.seeds.split(",")],
+        results = run_bench(out, _names(args.constraints) or list(CONSTRAINTS),
+                            _names(args.tasks) or list(w1_pairs()),
+                            [int(x) for x in _names(args.seeds)],
                             BenchSettings(steps=args.steps),
                             log=lambda m: print(f"wganlab w1bench: {m}", file=sys.stderr,
                                                 flush=True))
     print(markdown(results))
     return 0
+
+
+def _names(text: Optional[str]) -> list[str]:
+    """A comma-separated command-line list, blanks dropped."""
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
 def _default_name(config_path: Optional[str], config) -> str:
@@ -212,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--constraints", help="comma-separated (default: all of them)")
     w.add_argument("--tasks", help="comma-separated pair names (default: all of them)")
     w.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    w.add_argument("--steps", type=int, default=1000, help="critic steps per training")
+    w.add_argument("--steps", type=int, default=500, help="critic steps per training")
     w.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     w.add_argument("--report-only", action="store_true",
                    help="train nothing: print the tables of an existing --out")

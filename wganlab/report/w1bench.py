@@ -48,7 +48,7 @@ TARGET = 0.95
 @dataclass(frozen=True)
 class BenchSettings:
     """One training of one critic; the same for every constraint and task."""
-    steps: int = 1000
+    steps: int = 500
     batch: int = 256
     width: int = 128
     depth: int = 2
@@ -212,8 +212,10 @@ def run_bench(out: Path, constraints: list[str], tasks: list[str], seeds: list[i
             results = old
         else:
             log(f"{out} was made with other settings: starting afresh")
-    save = lambda: atomic_write(out, lambda tmp: Path(tmp).write_text(  # noqa: E731
-        json.dumps(results, indent=1)))
+
+    def save() -> None:
+        atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
+
     for t in tasks:
         if t not in results["truth"]:
             pair = pairs[t]
