@@ -173,7 +173,8 @@ def markdown(results: dict[str, Any]) -> str:
              "{:.3g}"),
             ("slope1_share", "share of transport points with ‖∇f‖ within 5 % of 1", "{:.2f}"),
             ("cpu_to_95", "CPU seconds to 95 % of the final estimate", "{:.2g}")):
-        lines += [f"**{title}** (mean over seeds; ± sd for the ratio)", "",
+        note = "mean ± sd over seeds" if key == "ratio" else "mean over seeds"
+        lines += [f"**{title}** ({note})", "",
                   "| constraint | " + " | ".join(tasks) + " |",
                   "|---|" + "---|" * len(tasks)]
         for c in cons:
