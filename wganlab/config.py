@@ -58,6 +58,9 @@ class DataConfig:
 DATA_NAMES = ("mnist5k", "mnist", "fashion-mnist", "kmnist", "idx",
               "8gaussians", "25gaussians", "swissroll", "checkerboard")
 TOY_DATA = ("8gaussians", "25gaussians", "swissroll", "checkerboard")
+#: values of train.amp meaning bf16 autocast (true: older configs) and float32 throughout
+AMP_BF16 = (True, "bf16")
+AMP_OFF = (False, "false", "off")
 
 
 @dataclass
@@ -265,9 +268,10 @@ class TrainConfig:
     sample_count: int = 64
     #: cpu | cuda | auto
     device: str = "cpu"
-    #: mixed precision: bf16 autocast of the forward passes on CUDA (weights, optimizer state
-    #: and projections stay float32; bf16 needs no loss scaling). Ignored, with a warning, on CPU
-    amp: bool = False
+    #: mixed precision: bf16 (or true) autocasts matmuls and convolutions to bfloat16 on CPU or
+    #: CUDA (weights, optimizer state, projections and penalty norms stay float32; no loss
+    #: scaling needed); false: float32 throughout. See README, "When to use bf16"
+    amp: Union[bool, str] = False
     #: torch intra-op threads (0: PyTorch's default)
     threads: int = 0
     #: show a progress bar: true, false, or auto (only on a terminal)
@@ -308,6 +312,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be >= 0 (got {getattr(self, key)})")
         _check_choice("train.device", self.device, ("cpu", "cuda", "auto"))
         _check_choice("train.best_mode", self.best_mode, ("min", "max"))
+        if self.amp not in AMP_BF16 + AMP_OFF:
+            raise ConfigError(f"train.amp must be bf16 or false (true means bf16), "
+                              f"got {self.amp!r}")
         if self.progress not in (True, False, "auto"):
             raise ConfigError(f"train.progress must be true, false or auto (got {self.progress!r})")
 
