@@ -40,15 +40,19 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU computes in bf16 natively; without it oneDNN emulates bf16 and a run
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively; without it oneDNN emulates bf16 and a run
     may be slower than in float32. Unknown (no /proc/cpuinfo) counts as no."""
     try:
-        text = Path(cpuinfo).read_text(errors="replace")
+        return native_bf16(Path("/proc/cpuinfo").read_text(errors="replace"))
     except OSError:
         return False
+
+
+def native_bf16(cpuinfo: str) -> bool:
+    """Whether a /proc/cpuinfo text lists a native bf16 flag."""
     flags = set()
-    for line in text.splitlines():
+    for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags.update(line.partition(":")[2].split())
     return any(f in flags for f in NATIVE_BF16_FLAGS)
