@@ -272,8 +272,9 @@ class TrainConfig:
     #: CUDA (weights, optimizer state, projections and penalty norms stay float32; no loss
     #: scaling needed); false: float32 throughout. See README, "When to use bf16"
     amp: Union[bool, str] = False
-    #: torch intra-op threads (0: PyTorch's default)
-    threads: int = 0
+    #: torch intra-op threads: auto (one for toy models, else the cores idle at the start;
+    #: OMP_NUM_THREADS wins when set), a number, or 0 for PyTorch's one per core
+    threads: Union[int, str] = "auto"
     #: show a progress bar: true, false, or auto (only on a terminal)
     progress: Union[bool, str] = "auto"
     #: write TensorBoard event files
@@ -305,7 +306,10 @@ class TrainConfig:
         for key in ("n_critic", "warmup_n_critic", "log_every", "sample_every", "sample_count",
                     "keep_checkpoints", "eval_samples"):
             _positive(f"train.{key}", getattr(self, key))
-        for key in ("warmup_generator_steps", "warmup_every", "threads", "checkpoint_every",
+        if self.threads != "auto" and (not isinstance(self.threads, int) or self.threads < 0):
+            raise ConfigError(f"train.threads must be auto or a number >= 0 "
+                              f"(got {self.threads!r})")
+        for key in ("warmup_generator_steps", "warmup_every", "checkpoint_every",
                     "diagnostics_every",
                     "eval_every"):
             if getattr(self, key) < 0:

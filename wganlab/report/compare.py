@@ -28,7 +28,8 @@ from typing import Any, Optional
 
 from ..config import ConfigError, load_config
 from ..train.logger import read_metrics
-from .launch import LocalPool, SubmititLauncher, Task, run_all, usable_cpus
+from ..train.threads import usable_cpus
+from .launch import LocalPool, SubmititLauncher, Task, run_all
 from .progress import Progress
 
 #: metric (without "eval/"/"final/") -> which way is better; others get no verdict

@@ -182,10 +182,3 @@ def visible_gpus() -> list[str]:
         return [g for g in env.split(",") if g.strip()]
     import torch
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1

@@ -31,6 +31,7 @@ from .images import image_grid, save_image_grid, save_toy_scatter
 from .logger import MetricsLogger
 from .optim import make_optimizer, resolve_optimizer
 from .precision import amp_dtype, autocast
+from .threads import resolve_threads
 
 log = logging.getLogger("wganlab")
 
@@ -104,8 +105,9 @@ class Trainer:
         self.rank, self.world = rank, world
         self.is_main = rank == 0
         tc = config.train
-        if tc.threads:
-            torch.set_num_threads(tc.threads)
+        threads = resolve_threads(tc.threads, config.model.name)  # threads.py
+        if threads:
+            torch.set_num_threads(threads)
         self.device = pick_device(device or tc.device)
         seed_everything(config.seed)
 
