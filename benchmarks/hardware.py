@@ -32,7 +32,7 @@ from wganlab.train.threads import auto_threads, idle_cores
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESETS = ("toy", "mnist_mlp", "mnist_dcgan")
 #: critic steps per timed block (about a second of work each on one thread)
-STEPS = {"toy": 200, "mnist_mlp": 40, "mnist_dcgan": 3}
+STEPS = {"toy": 100, "mnist_mlp": 20, "mnist_dcgan": 2}
 QUIET = ["train.tensorboard=false", "train.progress=false", "train.warmup_generator_steps=0"]
 
 
@@ -90,6 +90,7 @@ def bench_threads(reps: int) -> dict:
                         "blocks": wall, "load_1min": [min(loads), max(loads)],
                         "auto_vs_best": med[min(auto, cores)] / best}
                 out["cases"].append(case)
+                save(out, "threads.json")  # a long benchmark keeps what it measured
                 print(f"{condition:5s} {preset:12s} " + "  ".join(
                     f"{n} thr {med[n]:8.2f} ms" for n in settings)
                       + f"  auto={auto} ({case['auto_vs_best']:.2f}x best)  load {loads}",
@@ -164,11 +165,15 @@ def main() -> None:
         res, name = bench_bf16(args.reps), "bf16_speed.json"
     else:
         res, name = bench_jobs(args.reps, args.steps), "jobs.json"
+    save(res, name)
+    print(f"written to {RESULTS / name}")
+
+
+def save(res: dict, name: str) -> None:
     res.update({"cpu": _cpu_model(), "torch": torch.__version__,
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / name).write_text(json.dumps(res, indent=1))
-    print(f"written to {RESULTS / name}")
 
 
 def _cpu_model() -> str:
