@@ -32,7 +32,7 @@ from wganlab.train.threads import auto_threads, idle_cores
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESETS = ("toy", "mnist_mlp", "mnist_dcgan")
 #: critic steps per timed block (about a second of work each on one thread)
-STEPS = {"toy": 100, "mnist_mlp": 20, "mnist_dcgan": 2}
+STEPS = {"toy": 100, "mnist_mlp": 30, "mnist_dcgan": 3}
 QUIET = ["train.tensorboard=false", "train.progress=false", "train.warmup_generator_steps=0"]
 
 
@@ -140,7 +140,8 @@ def bench_jobs(reps: int, steps: int) -> dict:
                 cmd = [sys.executable, "-m", "wganlab", "compare", "--config", "toy",
                        "--constraints", "clip,gp", "--seeds", "0,1", "--generator-steps",
                        str(steps), "--no-final-eval", "--jobs", jobs, "--out", d,
-                       "--set", "train.tensorboard=false"]
+                       "--set", "train.tensorboard=false",
+                       "--set", "train.warmup_generator_steps=0"]
                 out["load_1min"].append(load())
                 t0 = time.perf_counter()
                 subprocess.run(cmd, check=True, capture_output=True)
