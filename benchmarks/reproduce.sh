@@ -2,19 +2,15 @@
 # Reproduction of seed 001 (invariance-aware weight clipping) at a CPU budget, as numbers.
 # The exact commands behind docs/reproduction.md. Each block is one `wganlab compare`: every
 # (constraint, seed) pair trained in its own single-thread subprocess at the same budget, the
-# order interleaved across seeds, resumable (re-running a block skips finished runs).
+# order interleaved across seeds, $JOBS runs at a time (default: one per core), resumable
+# (re-running a block skips finished runs).
 #
 #   bash benchmarks/reproduce.sh toy      # 8 and 25 Gaussians, every constraint, exact W1
 #   bash benchmarks/reproduce.sh mlp      # Table I MLP on full MNIST, equal CPU time
 #   bash benchmarks/reproduce.sh dcgan    # Table II DCGAN on full MNIST, a small CPU budget
-#   PART_SEEDS=0,1 bash benchmarks/reproduce.sh mlp-long-part   # Table I at 300 CPU-s a run, one
-#   PART_SEEDS=2 bash benchmarks/reproduce.sh mlp-long-part     # process per core, then:
-#   bash benchmarks/reproduce.sh mlp-long-merge                 # (or mlp-long: all in one process)
-#   bash benchmarks/reproduce.sh dcgan-long                     # Table II, 120 generator steps a run
-#   bash benchmarks/reproduce.sh mlp-long-extra                 # bounded drift (after mlp-long)
-#   PART_SEEDS=3,4 bash benchmarks/reproduce.sh mlp-long-extra-part   # clip vs bounded, more
-#   PART_SEEDS=5 bash benchmarks/reproduce.sh mlp-long-extra-part     # seeds, then:
-#   SEEDS=0,1,2,3,4,5 bash benchmarks/reproduce.sh mlp-long-extra-merge
+#   bash benchmarks/reproduce.sh mlp-long     # Table I at 300 CPU-s a run
+#   bash benchmarks/reproduce.sh dcgan-long   # Table II, 120 generator steps a run
+#   SEEDS=0,1,2,3,4,5 bash benchmarks/reproduce.sh mlp-long-extra   # bounded drift (after mlp-long)
 #   bash benchmarks/reproduce.sh w1             # W1 estimation, every constraint (docs/w1.md)
 #   bash benchmarks/reproduce.sh mlp-lipschitz  # Table I: clip vs bjorck vs aol, 150 CPU-s a run
 #   bash benchmarks/reproduce.sh all
@@ -29,8 +25,8 @@ SEEDS=${SEEDS:-0,1,2}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY=${PY:-python}
 
-# common: no TensorBoard, no progress bar, one thread
-QUIET=(--set train.tensorboard=false --set train.progress=false --threads 1)
+# common: no TensorBoard, no progress bar, one thread a run, $JOBS runs at a time
+QUIET=(--set train.tensorboard=false --set train.progress=false --threads 1 ${JOBS:+--jobs "$JOBS"})
 # arguments after the block name go to every compare, e.g. --report-only to report on the
 # runs finished so far without training more
 BLOCK=${1:-all}; shift || true
@@ -106,8 +102,7 @@ dcgan() {
 
 mlp_long() {
   # Table I at a budget where plain clipping draws digits: 300 CPU-s a run (≈ 3,000 generator
-  # steps). Runs of one seed set go to their own directory so that two processes (one per core)
-  # can share the work; `merge` gathers them into $OUT/mlp-long.
+  # steps)
   local seeds=${1:-$SEEDS} out=${2:-$OUT/mlp-long}
   $PY -m wganlab compare --config mnist_mlp \
     --constraints "${MLP_LONG_CONSTRAINTS:-clip,invclip-paper,invclip-exact,invclip-exact-state,gp}" \
@@ -136,14 +131,13 @@ dcgan_long() {
 mlp_long_extra() {
   # beyond the paper, same set-up as mlp-long: the accumulated rescaling bounded (max_drift
   # 0.1) for the exact and the output-aware solvers; clip runs reused from mlp-long as baseline
-  local s
+  local s src
   mkdir -p "$OUT/mlp-long-extra/runs"
   for s in ${SEEDS//,/ }; do
-    for src in "$OUT"/mlp-long/runs/clip-s$s "$OUT"/mlp-long-s*/runs/clip-s$s; do
-      if [ -f "$src/generator.safetensors" ] && [ ! -e "$OUT/mlp-long-extra/runs/clip-s$s" ]; then
-        cp -r "$src" "$OUT/mlp-long-extra/runs/"
-      fi
-    done
+    src=$OUT/mlp-long/runs/clip-s$s
+    if [ -f "$src/generator.safetensors" ] && [ ! -e "$OUT/mlp-long-extra/runs/clip-s$s" ]; then
+      cp -r "$src" "$OUT/mlp-long-extra/runs/"
+    fi
   done
   MLP_LONG_CONSTRAINTS=${EXTRA_CONSTRAINTS:-clip,invclip-exact-bounded,invclip-output-bounded} \
     mlp_long "$SEEDS" "$OUT/mlp-long-extra"
@@ -162,28 +156,6 @@ mlp_lipschitz() {
     "$OUT/mlp-lipschitz"
 }
 
-merge() {
-  # gather the runs of partial directories ($@) into one block directory ($MERGE_INTO), keeping
-  # each run's record (command, load, duration); then report with --report-only on that block
-  local into=$MERGE_INTO part
-  mkdir -p "$into/runs" "$into/logs"
-  for part in "$@"; do
-    cp -rn "$part/runs/." "$into/runs/"
-    cp -n "$part/logs/"*.log "$into/logs/" 2>/dev/null || true
-  done
-  $PY - "$into/run_info.json" "$@" <<'PYEOF'
-import json, sys
-from pathlib import Path
-into = Path(sys.argv[1])
-merged = json.loads(into.read_text()) if into.is_file() else {}
-for part in sys.argv[2:]:
-    p = Path(part) / "run_info.json"
-    if p.is_file():
-        merged.update(json.loads(p.read_text()))
-into.write_text(json.dumps(merged, indent=1))
-PYEOF
-}
-
 case "$BLOCK" in
   toy) toy 8gaussians; toy 25gaussians ;;
   toy8) toy 8gaussians ;;
@@ -193,18 +165,10 @@ case "$BLOCK" in
   mlp-state) mlp_state ;;
   dcgan) dcgan ;;
   mlp-long) mlp_long ;;
-  mlp-long-part) mlp_long "$PART_SEEDS" "$OUT/mlp-long-s${PART_SEEDS//,/}" ;;
-  mlp-long-merge) MERGE_INTO=$OUT/mlp-long merge "$OUT"/mlp-long-s*; EXTRA+=(--report-only); mlp_long ;;
   dcgan-long) dcgan_long ;;
   mlp-long-extra) mlp_long_extra ;;
-  mlp-long-extra-part)  # more seeds for the decisive pair, one process per core
-    MLP_LONG_CONSTRAINTS=${PART_CONSTRAINTS:-clip,invclip-exact-bounded} \
-      mlp_long "$PART_SEEDS" "$OUT/mlp-long-extra-s${PART_SEEDS//,/}${PART_TAG:-}" ;;
-  mlp-long-extra-merge)
-    MERGE_INTO=$OUT/mlp-long-extra merge "$OUT"/mlp-long-extra-s*; EXTRA+=(--report-only)
-    mlp_long_extra ;;
   w1) w1 ;;
   mlp-lipschitz) mlp_lipschitz ;;
   all) toy 8gaussians; toy 25gaussians; toy_long; mlp; mlp_state; dcgan ;;
-  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|mlp-long|mlp-long-part|mlp-long-merge|dcgan-long|mlp-long-extra|mlp-long-extra-part|mlp-long-extra-merge|w1|mlp-lipschitz|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [toy|toy8|toy25|toy8-long|mlp|mlp-state|dcgan|mlp-long|dcgan-long|mlp-long-extra|w1|mlp-lipschitz|all]" >&2; exit 2 ;;
 esac

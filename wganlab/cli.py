@@ -75,6 +75,7 @@ def _valid(path: Path) -> bool:
 
 def _compare(args: argparse.Namespace) -> int:
     from .report.compare import CompareError, Plan, Threshold, execute, report_only
+    from .report.launch import visible_gpus
 
     try:
         if args.report_only and not args.config:
@@ -88,20 +89,45 @@ def _compare(args: argparse.Namespace) -> int:
         if sum(v is not None for v in budget.values()) != 1:
             raise CompareError("give exactly one budget: --budget-seconds, "
                                "--budget-cpu-seconds or --generator-steps")
-        plan = Plan(config=args.config, out=Path(args.out), budget=budget, sets=args.set,
+        sets = args.set + ([f"train.device={args.device}"] if args.device else [])
+        gpus = visible_gpus() if args.device in ("cuda", "auto") else []
+        plan = Plan(config=args.config, out=Path(args.out), budget=budget, sets=sets,
                     constraints=[c.strip() for c in args.constraints.split(",") if c.strip()],
                     seeds=[int(s) for s in args.seeds.split(",") if s.strip()],
                     threads=args.threads,
                     thresholds=[Threshold.parse(t) for t in args.threshold],
-                    final_eval=not args.no_final_eval, final_eval_samples=args.eval_samples)
+                    final_eval=not args.no_final_eval, final_eval_samples=args.eval_samples,
+                    jobs=args.jobs, gpus=gpus if len(gpus) > 1 else [],
+                    launcher=args.launcher, cluster=args.cluster,
+                    submitit=submitit_params(args))
         execute(plan, log=lambda m: print(f"wganlab compare: {m}", file=sys.stderr, flush=True),
                 train=not args.report_only)
     except CompareError as e:
         print(f"wganlab: compare error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"wganlab: compare interrupted; the runs in flight were stopped (they resume "
+              f"from their checkpoints): run the same command again to finish {args.out}",
+              file=sys.stderr)
+        return 130
     print(f"wganlab: comparison written to {args.out} (report.md, results.json, plots/)",
           file=sys.stderr)
     return 0
+
+
+def submitit_params(args: argparse.Namespace) -> dict:
+    """The SLURM options of ``compare`` as submitit AutoExecutor parameters (unset: left out)."""
+    from .report.compare import CompareError
+    extra = {}
+    for item in args.slurm:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CompareError(f"--slurm expects KEY=VALUE (e.g. --slurm qos=high), got {item!r}")
+        extra[key.strip()] = value
+    params = {"slurm_partition": args.partition, "timeout_min": args.timeout_min,
+              "cpus_per_task": args.cpus_per_task, "gpus_per_node": args.gpus_per_task,
+              "slurm_additional_parameters": extra or None}
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -185,6 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every run (repeatable)")
     c.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    c.add_argument("--jobs", "-j", type=int, help="runs at a time (default: usable cores / "
+                   "--threads; with --device cuda and several GPUs, one per GPU)")
+    c.add_argument("--device", choices=["cpu", "cuda", "auto"],
+                   help="train.device of every run; on CUDA each local job gets its own GPU")
+    c.add_argument("--launcher", choices=["local", "submitit"], default="local",
+                   help="local: a process pool on this machine; submitit: one job per run "
+                   "(SLURM, or submitit's local executor where there is none; "
+                   "pip install 'wganlab[slurm]')")
+    c.add_argument("--cluster", choices=["slurm", "local"],
+                   help="submitit's executor (default: slurm where srun exists, else local)")
+    c.add_argument("--partition", help="SLURM partition (submitit)")
+    c.add_argument("--timeout-min", type=int, help="time limit per run in minutes (submitit)")
+    c.add_argument("--cpus-per-task", type=int, help="CPUs per run (submitit; default --threads)")
+    c.add_argument("--gpus-per-task", type=int, help="GPUs per run (submitit)")
+    c.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch parameter, e.g. --slurm qos=high (repeatable, submitit)")
     c.add_argument("--threshold", action="append", default=[], metavar="METRIC<VALUE",
                    help="report time to reach it, e.g. eval/w1<0.05 (repeatable)")
     c.add_argument("--eval-samples", type=int, default=2000,

@@ -58,6 +58,9 @@ class DataConfig:
 DATA_NAMES = ("mnist5k", "mnist", "fashion-mnist", "kmnist", "idx",
               "8gaussians", "25gaussians", "swissroll", "checkerboard")
 TOY_DATA = ("8gaussians", "25gaussians", "swissroll", "checkerboard")
+#: values of train.amp meaning bf16 autocast (true: older configs) and float32 throughout
+AMP_BF16 = (True, "bf16")
+AMP_OFF = (False, "false", "off")
 
 
 ACTIVATIONS = ("auto", "leaky_relu", "relu", "groupsort")
@@ -280,11 +283,13 @@ class TrainConfig:
     sample_count: int = 64
     #: cpu | cuda | auto
     device: str = "cpu"
-    #: mixed precision: bf16 autocast of the forward passes on CUDA (weights, optimizer state
-    #: and projections stay float32; bf16 needs no loss scaling). Ignored, with a warning, on CPU
-    amp: bool = False
-    #: torch intra-op threads (0: PyTorch's default)
-    threads: int = 0
+    #: mixed precision: bf16 (or true) autocasts matmuls and convolutions to bfloat16 on CPU or
+    #: CUDA (weights, optimizer state, projections and penalty norms stay float32; no loss
+    #: scaling needed); false: float32 throughout. See README, "When to use bf16"
+    amp: Union[bool, str] = False
+    #: torch intra-op threads: auto (one for toy models, else the cores idle at the start;
+    #: OMP_NUM_THREADS wins when set), a number, or 0 for PyTorch's one per core
+    threads: Union[int, str] = "auto"
     #: show a progress bar: true, false, or auto (only on a terminal)
     progress: Union[bool, str] = "auto"
     #: write TensorBoard event files
@@ -316,13 +321,19 @@ class TrainConfig:
         for key in ("n_critic", "warmup_n_critic", "log_every", "sample_every", "sample_count",
                     "keep_checkpoints", "eval_samples"):
             _positive(f"train.{key}", getattr(self, key))
-        for key in ("warmup_generator_steps", "warmup_every", "threads", "checkpoint_every",
+        if self.threads != "auto" and (not isinstance(self.threads, int) or self.threads < 0):
+            raise ConfigError(f"train.threads must be auto or a number >= 0 "
+                              f"(got {self.threads!r})")
+        for key in ("warmup_generator_steps", "warmup_every", "checkpoint_every",
                     "diagnostics_every",
                     "eval_every"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0 (got {getattr(self, key)})")
         _check_choice("train.device", self.device, ("cpu", "cuda", "auto"))
         _check_choice("train.best_mode", self.best_mode, ("min", "max"))
+        if self.amp not in AMP_BF16 + AMP_OFF:
+            raise ConfigError(f"train.amp must be bf16 or false (true means bf16), "
+                              f"got {self.amp!r}")
         if self.progress not in (True, False, "auto"):
             raise ConfigError(f"train.progress must be true, false or auto (got {self.progress!r})")
 

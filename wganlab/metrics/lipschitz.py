@@ -63,8 +63,9 @@ def input_grads(critic: nn.Module, x: torch.Tensor, *, create_graph: bool) -> to
 
 
 def grad_norms(grads: torch.Tensor) -> torch.Tensor:
-    """Per-sample Euclidean norms of ``[B, D]`` gradients, with ``NORM_EPS`` inside the sqrt."""
-    return torch.sqrt(grads.pow(2).sum(dim=1) + NORM_EPS)
+    """Per-sample Euclidean norms of ``[B, D]`` gradients, with ``NORM_EPS`` inside the sqrt,
+    in float32 at least (under bf16 autocast the squares must not be summed in bf16)."""
+    return torch.sqrt(_wide(grads).pow(2).sum(dim=1) + NORM_EPS)
 
 
 # ----------------------------------------------------------------------------- layer norms

@@ -1,8 +1,9 @@
 """Equal-budget comparisons of constraints: run every (constraint, seed) pair, then summarise.
 
 Each run is a separate ``python -m wganlab train`` subprocess (threads isolated, a crash or a
-diverged run cannot take the comparison down), one at a time, in an order that interleaves
-constraints across seeds so that slow drift of a shared machine favours no constraint. A
+diverged run cannot take the comparison down), started in an order that interleaves
+constraints across seeds so that slow drift of a shared machine favours no constraint, and
+``--jobs`` at a time on a local process pool or as submitit (SLURM) jobs (launch.py). A
 half-finished comparison resumes: finished runs are kept, partial ones resumed or re-run.
 
 Outputs in ``--out``: ``runs/<constraint>-s<seed>/`` (ordinary run directories), ``logs/``,
@@ -27,6 +28,9 @@ from typing import Any, Optional
 
 from ..config import ConfigError, load_config
 from ..train.logger import read_metrics
+from ..train.threads import usable_cpus
+from .launch import LocalPool, SubmititLauncher, Task, run_all
+from .progress import Progress
 
 #: metric (without "eval/"/"final/") -> which way is better; others get no verdict
 DIRECTION = {
@@ -84,6 +88,14 @@ class Plan:
     thresholds: list[Threshold] = field(default_factory=list)
     final_eval: bool = True
     final_eval_samples: int = 2000
+    #: runs at a time (None: default_jobs); the GPUs a local pool hands out, one per slot
+    jobs: Optional[int] = None
+    gpus: list[str] = field(default_factory=list)
+    #: local (a process pool) or submitit; submitit's cluster (None: SLURM if present) and
+    #: its AutoExecutor parameters (timeout_min, cpus_per_task, slurm_partition, ...)
+    launcher: str = "local"
+    cluster: Optional[str] = None
+    submitit: dict[str, Any] = field(default_factory=dict)
 
     def budget_sets(self) -> list[str]:
         """--set items that make ``budget`` the only stopping rule."""
@@ -162,11 +174,7 @@ def _load() -> list[float]:
 
 
 def machine_info() -> dict[str, Any]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        usable = os.cpu_count()
-    return {"cpu_count": os.cpu_count(), "usable_cpus": usable, "platform": platform.platform(),
+    return {"cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "platform": platform.platform(),
             "python": platform.python_version(), "hostname": platform.node()}
 
 
@@ -175,8 +183,9 @@ def machine_info() -> dict[str, Any]:
 def execute(plan: Plan, log=print, train: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole comparison, then write results.json, report.md and plots.
 
-    ``train=False`` trains nothing: it reports on the runs finished so far (e.g. when the
-    time for a comparison ran out), still retrying failed final evaluations."""
+    The runs still to do go to the plan's launcher, ``plan.jobs`` at a time. ``train=False`` trains nothing: it reports on the runs finished
+    so far (e.g. when the time for a comparison ran out), still retrying failed final
+    evaluations."""
     validate(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     (plan.out / "logs").mkdir(exist_ok=True)
@@ -185,6 +194,7 @@ def execute(plan: Plan, log=print, train: bool = True) -> dict[str, Any]:
     resume_ok = _train_supports_resume()
     order = run_order(plan.constraints, plan.seeds)
     names = {run_name(c, s) for c, s in order}
+    tasks: list[Task] = []
     for i, (c, s) in enumerate(order, 1):
         name = run_name(c, s)
         run_dir = plan.out / "runs" / name
@@ -196,10 +206,27 @@ def execute(plan: Plan, log=print, train: bool = True) -> dict[str, Any]:
             infos[name] = {**infos.get(name, {}), "rc": 0, "note": "found finished"}
         elif not train:
             log(f"[{i}/{len(order)}] {name}: not finished, left out (--report-only)")
-            continue
         else:
-            infos[name] = run_one(plan, c, s, run_dir, resume_ok, log, f"[{i}/{len(order)}]")
-        _write_json(info_path, infos)
+            tasks.append(prepare_run(plan, c, s, run_dir, resume_ok))
+    _write_json(info_path, infos)
+    if tasks:
+        launcher = make_launcher(plan)
+        progress = Progress(len(tasks), launcher.slots, log=log)
+        started: dict[str, tuple[float, list[float]]] = {}
+
+        def on_start(task: Task) -> None:
+            started[task.name] = (time.time(), _load())
+            progress.say(f"{task.name}: {'resuming' if task.resumed else 'training'} "
+                         f"({launcher.name})")
+
+        def on_done(task: Task, rc: int, seconds: float) -> None:
+            t0, load_before = started[task.name]
+            infos[task.name] = run_info(plan, task, rc, t0, load_before, seconds)
+            if rc != 0:
+                progress.say(f"{task.name}: FAILED (exit {rc}): {infos[task.name]['error']}")
+            _write_json(info_path, infos)
+
+        run_all(tasks, launcher, on_done, progress, on_start=on_start)
     if plan.final_eval:  # missing or failed before: (re)tried
         todo = [n for n, v in infos.items() if v.get("rc") == 0 and n in names
                 and "error" in v.get("final_eval", {"error": "not yet"})]
@@ -216,9 +243,31 @@ def execute(plan: Plan, log=print, train: bool = True) -> dict[str, Any]:
     return results
 
 
-def run_one(plan: Plan, constraint: str, seed: int, run_dir: Path, resume_ok: bool,
-            log, tag: str) -> dict[str, Any]:
-    """One training subprocess; its output goes to logs/<name>.log."""
+def default_jobs(plan: Plan) -> int:
+    """Runs at a time: one per GPU on CUDA, else the usable cores divided by the threads of
+    a run (at least one); on submitit, every run at once (the scheduler queues them)."""
+    if plan.launcher == "submitit":
+        return len(plan.constraints) * len(plan.seeds)
+    if plan.gpus:
+        return len(plan.gpus)
+    return max(1, usable_cpus() // max(1, plan.threads))
+
+
+def make_launcher(plan: Plan):
+    jobs = plan.jobs or default_jobs(plan)
+    if plan.launcher == "submitit":
+        params = {"cpus_per_task": plan.threads, **plan.submitit}
+        try:
+            return SubmititLauncher(plan.out / "submitit", jobs, params, plan.cluster)
+        except (ImportError, ValueError) as e:
+            raise CompareError(f"--launcher submitit: {e}") from None
+    return LocalPool(jobs, plan.gpus)
+
+
+def prepare_run(plan: Plan, constraint: str, seed: int, run_dir: Path,
+                resume_ok: bool) -> Task:
+    """The training command of one run: resumed from its checkpoint if it has one, started
+    afresh (its partial folder removed) if not."""
     name = run_name(constraint, seed)
     cmd = [sys.executable, "-m", "wganlab", "train", "--config", plan.config,
            "--out", str(run_dir)]
@@ -233,20 +282,19 @@ def run_one(plan: Plan, constraint: str, seed: int, run_dir: Path, resume_ok: bo
             shutil.rmtree(run_dir)  # a partial run without a checkpoint: start it again
         else:
             raise CompareError(f"{run_dir} exists but is not a run directory; remove it")
-    env = {**os.environ, "OMP_NUM_THREADS": str(plan.threads),
-           "MKL_NUM_THREADS": str(plan.threads)}
-    log(f"{tag} {name}: {'resuming' if resumed else 'training'}")
-    load_before = _load()
-    t0 = time.time()
-    with open(plan.out / "logs" / f"{name}.log", "a", encoding="utf-8") as f:
-        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    info = {"command": cmd, "rc": rc, "resumed": resumed, "load_before": load_before,
-            "load_after": _load(), "duration_s": round(time.time() - t0, 2),
+    env = {"OMP_NUM_THREADS": str(plan.threads), "MKL_NUM_THREADS": str(plan.threads)}
+    return Task(name, cmd, env, plan.out / "logs" / f"{name}.log", resumed)
+
+
+def run_info(plan: Plan, task: Task, rc: int, t0: float, load_before: list[float],
+             seconds: float) -> dict[str, Any]:
+    """What run_info.json keeps of one finished run (and results.json reports)."""
+    info = {"command": task.cmd, "rc": rc, "resumed": task.resumed, "load_before": load_before,
+            "load_after": _load(), "duration_s": round(seconds, 2),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0))}
     if rc != 0:
-        tail = (plan.out / "logs" / f"{name}.log").read_text(errors="replace")[-600:]
+        tail = task.log_path.read_text(errors="replace")[-600:] if task.log_path.is_file() else ""
         info["error"] = tail.strip().splitlines()[-1] if tail.strip() else f"exit {rc}"
-        log(f"{tag} {name}: FAILED (exit {rc}): {info['error']}")
     return info
 
 
@@ -296,6 +344,10 @@ def validate(plan: Plan) -> None:
         raise CompareError("--seeds is empty")
     if len(set(plan.constraints)) != len(plan.constraints):
         raise CompareError(f"--constraints has duplicates: {plan.constraints}")
+    if plan.jobs is not None and plan.jobs < 1:
+        raise CompareError(f"--jobs must be >= 1 (got {plan.jobs})")
+    if plan.launcher not in ("local", "submitit"):
+        raise CompareError(f"--launcher must be local or submitit (got {plan.launcher!r})")
     for c in plan.constraints:
         try:
             load_config(plan.config, plan.run_sets(c, plan.seeds[0]))
@@ -358,7 +410,8 @@ def collect(plan: Plan, infos: dict[str, Any]) -> dict[str, Any]:
     return {
         "config": plan.config, "constraints": plan.constraints, "seeds": plan.seeds,
         "baseline": plan.constraints[0], "budget": plan.budget, "sets": plan.sets,
-        "threads": plan.threads, "time_axis": plan.time_axis(),
+        "threads": plan.threads, "jobs": plan.jobs or default_jobs(plan),
+        "launcher": plan.launcher, "time_axis": plan.time_axis(),
         "thresholds": [str(t) for t in plan.thresholds], "machine": machine_info(),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": runs,
         "summary": summarise(runs, plan.constraints),
@@ -483,8 +536,8 @@ def render_report(results: dict[str, Any], plots: dict[str, Any]) -> str:
         + (" ".join(f"`{s}`" for s in results["sets"]) or "none"),
         f"- constraints: {', '.join(cons)} (baseline: **{base}**); seeds: "
         f"{', '.join(map(str, results['seeds']))}",
-        f"- budget per run: {budget}; threads per run: {results['threads']}; runs one at a time, "
-        "order interleaved across seeds",
+        f"- budget per run: {budget}; threads per run: {results['threads']}; "
+        f"{_at_a_time(results)}, order interleaved across seeds",
         f"- machine: {m['cpu_count']} CPUs ({m['usable_cpus']} usable); 1-min load average "
         + (f"{min(loads):.2f}–{max(loads):.2f} over the runs" if loads else "not measured"),
         f"- finished runs: {sum(r.get('ok', False) for r in runs)} of {len(runs)}",
@@ -576,6 +629,12 @@ def report_only(out: Path) -> dict[str, Any]:
     _write_json(path, results)
     (out / "report.md").write_text(render_report(results, plots), encoding="utf-8")
     return results
+
+
+def _at_a_time(results: dict[str, Any]) -> str:
+    jobs = results.get("jobs", 1)  # older results.json: one at a time
+    where = " (submitit jobs)" if results.get("launcher") == "submitit" else ""
+    return "runs one at a time" if jobs == 1 else f"runs up to {jobs} at a time{where}"
 
 
 def _write_json(path: Path, data: Any) -> None:

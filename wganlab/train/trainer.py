@@ -12,7 +12,6 @@ import os
 import random
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -31,6 +30,8 @@ from .guard import check_finite
 from .images import image_grid, save_image_grid, save_toy_scatter
 from .logger import MetricsLogger
 from .optim import make_optimizer, resolve_optimizer
+from .precision import amp_dtype, autocast
+from .threads import resolve_threads
 
 log = logging.getLogger("wganlab")
 
@@ -104,8 +105,9 @@ class Trainer:
         self.rank, self.world = rank, world
         self.is_main = rank == 0
         tc = config.train
-        if tc.threads:
-            torch.set_num_threads(tc.threads)
+        threads = resolve_threads(tc.threads, config.model.name)  # threads.py
+        if threads:
+            torch.set_num_threads(threads)
         self.device = pick_device(device or tc.device)
         seed_everything(config.seed)
 
@@ -118,11 +120,8 @@ class Trainer:
         #: the sibling processes of a multi-process run; no-ops with one (distributed.py)
         self._dist = Replicas(rank, world)
         self.generator = self._dist.prepare_generator(self.generator, self.device)
-        #: bf16 autocast of the forward passes (train.amp), CUDA only
-        self._amp = bool(getattr(tc, "amp", False)) and self.device.type == "cuda"
-        if getattr(tc, "amp", False) and not self._amp:
-            log.warning("train.amp (bf16 autocast) needs a CUDA device; ignored on %s",
-                        self.device)
+        #: bf16 autocast of the forward passes (train.amp; precision.py), or None
+        self._amp = amp_dtype(tc.amp, self.device)
         # the constraint binds to the critic before its optimizer exists (sn reparametrises it)
         self.constraint = build_constraint(self.critic, config.constraint)
         self._observe_global = world > 1 and uses_batch(self.constraint)
@@ -167,8 +166,7 @@ class Trainer:
         return z.to(self.device, non_blocking=True)
 
     def _autocast(self):
-        return (torch.autocast(self.device.type, dtype=torch.bfloat16) if self._amp
-                else nullcontext())
+        return autocast(self.device, self._amp)
 
     # ------------------------------------------------------------------ steps
     def _critic_step(self, diagnose: bool) -> None:
