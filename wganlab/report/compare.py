@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import ConfigError, load_config
+from ..errors import inside, unsafe_name
+from ..train.rundir import locked
 from ..train.logger import read_metrics
 
 #: metric (without "eval/"/"final/") -> which way is better; others get no verdict
@@ -230,7 +232,8 @@ def run_one(plan: Plan, constraint: str, seed: int, run_dir: Path, resume_ok: bo
             cmd += ["--resume", str(run_dir)]
             resumed = True
         elif (run_dir / "config.yaml").is_file() or (run_dir / "metrics.jsonl").is_file():
-            shutil.rmtree(run_dir)  # a partial run without a checkpoint: start it again
+            with locked(run_dir):  # partial, no checkpoint: start again (unless it is live)
+                shutil.rmtree(inside(plan.out, run_dir))
         else:
             raise CompareError(f"{run_dir} exists but is not a run directory; remove it")
     env = {**os.environ, "OMP_NUM_THREADS": str(plan.threads),
@@ -297,6 +300,9 @@ def validate(plan: Plan) -> None:
     if len(set(plan.constraints)) != len(plan.constraints):
         raise CompareError(f"--constraints has duplicates: {plan.constraints}")
     for c in plan.constraints:
+        if unsafe_name(c):  # it names a folder under --out
+            raise CompareError(f"constraint {c!r} is not a safe name: use letters, digits and "
+                               ". _ + - (starting with a letter or digit, no '..')")
         try:
             load_config(plan.config, plan.run_sets(c, plan.seeds[0]))
         except ConfigError as e:
