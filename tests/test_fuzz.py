@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wganlab.config import PRESET_DIR, Config, ConfigError, from_dict, load_config
@@ -319,9 +319,10 @@ def aliased_yaml(draw):
     """A config whose values are built from YAML anchors and aliases of each other, nested and
     repeated as an attacker (or a copy-paste) might: small text, possibly a huge expansion."""
     lines, anchors = [], []
-    for i in range(draw(st.integers(1, 8))):
+    for i in range(draw(st.integers(1, 10))):
         if anchors and draw(st.booleans()):
-            items = [f"*{draw(st.sampled_from(anchors))}" for _ in range(draw(st.integers(1, 12)))]
+            near = st.sampled_from(anchors[-1:] * len(anchors) + anchors)  # mostly chains
+            items = [f"*{draw(near)}" for _ in range(draw(st.integers(1, 12)))]
         else:
             items = [str(draw(st.integers(-3, 300))) for _ in range(draw(st.integers(0, 4)))]
         body = (f"[{', '.join(items)}]" if draw(st.booleans())
@@ -333,9 +334,14 @@ def aliased_yaml(draw):
     return "\n".join(lines) + "\n"
 
 
+CHAIN = "x0: &a0 [1, 2, 3, 4]\n" + "".join(
+    f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 12)}]\n" for i in range(1, 10)) + "train: *a9\n"
+
+
 @settings(max_examples=100, deadline=2000, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(aliased_yaml())
+@example(CHAIN)  # the extreme the grammar allows: 4 * 12**9 values from 600 bytes
 def test_load_config_yaml_with_aliases_is_bounded(text):
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "c.yaml"

@@ -209,9 +209,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except WganlabError as e:  # one line, naming the key or the file
-        print(f"wganlab: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return e.exit_code
     except KeyboardInterrupt as e:
         from .train.checkpoint import RunInterrupted
         if isinstance(e, RunInterrupted):
@@ -221,6 +218,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             return e.exit_code
         print("wganlab: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:  # e.g. a model that does not fit the data; a full disk
+    except (WganlabError, ValueError, OSError) as e:  # ours name the key or the file
         print(f"wganlab: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)  # others: e.g. a model unfit for the data, a full disk

@@ -479,8 +479,8 @@ def check_resume_data(ckpt: Checkpoint, config: Config, *, force: bool = False) 
         diffs.insert(0, f"data set {stored.get('name')!r} -> {now.get('name')!r}")
     if not diffs:
         return
-    where = f"{stored.get('dir')} -> {now.get('dir')}" if stored.get("dir") != now.get(
-        "dir") else str(now.get("dir"))
+    was, is_ = stored.get("dir"), now.get("dir")
+    where = str(is_) if was == is_ else f"{was} -> {is_}"
     listing = "; ".join(diffs)
     if force:
         log.warning("resuming %s on other data (--force-resume): %s (%s)", ckpt.path, listing,
@@ -530,7 +530,7 @@ def read_metrics_upto(path: Path, step: int) -> list[dict[str, Any]]:
         for line in f:
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
             g = rec.get("generator_step") if isinstance(rec, dict) else None
             if isinstance(rec, dict) and (not isinstance(g, (int, float)) or g <= step):

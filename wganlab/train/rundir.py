@@ -70,9 +70,9 @@ def locked(folder: str | Path) -> Iterator[None]:
 def holder(folder: Path) -> str:
     """Who holds ``folder``'s lock, as its sidecar file says."""
     try:
-        h = json.loads((folder / HOLDER).read_text()[:4096])
+        h = _read_json(folder / HOLDER)
         return f"process {h['pid']} on {h['host']} (`{h['command']}`, since {h['since']})"
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
         return "another process (it has not said which yet)"
 
 
@@ -85,8 +85,8 @@ def claim(folder: str | Path, *, source: Optional[Path] = None,
     found = contents(folder)
     if found and source is not None and folder.resolve() == source.resolve():
         return  # resuming in place
-    parent = ({"run": str(source.resolve()), "checkpoint": checkpoint.name if checkpoint else None}
-              if source is not None else None)
+    parent = None if source is None else {
+        "run": str(source.resolve()), "checkpoint": checkpoint.name if checkpoint else None}
     branch = (source is not None
               and (_read_identity(folder).get("parent") or {}).get("run") == parent["run"])
     if found and not (branch or overwrite):
@@ -129,10 +129,16 @@ def clear_outputs(folder: Path) -> None:
 
 def _read_identity(folder: Path) -> dict:
     try:
-        data = json.loads((folder / IDENTITY).read_text()[:65536])
-    except (OSError, ValueError):
+        data = _read_json(folder / IDENTITY)
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) and isinstance(data.get("parent") or {}, dict) else {}
+
+
+def _read_json(path: Path, limit: int = 1 << 16):
+    """A small JSON file of ours; a big or deeply nested one fails as invalid JSON would."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return json.loads(f.read(limit))
 
 
 def _write_json(path: Path, data: dict) -> None:
