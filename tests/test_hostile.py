@@ -61,9 +61,10 @@ def rehash(ckpt: Path, name: str) -> None:
 # ----------------------------------------------------------------------------- paths
 
 def test_compare_variant_names_cannot_leave_the_output_folder(tmp_path, capsys):
-    victim = tmp_path / "victim"
-    victim.mkdir()
+    victim = tmp_path / "cmp" / "victim-s0"  # where run "../../victim" of seed 0 would go
+    victim.mkdir(parents=True)
     (victim / "precious.txt").write_text("keep me")
+    (victim / "config.yaml").write_text("mine")  # once enough to have it removed as a run
     cfg = tmp_path / "c.yaml"
     cfg.write_text('constraint:\n  variants: {"../../victim": {name: clip}}\n')
     rc = main(["compare", "--config", str(cfg), "--constraints", "../../victim", "--seeds", "0",
@@ -72,8 +73,8 @@ def test_compare_variant_names_cannot_leave_the_output_folder(tmp_path, capsys):
                "--set", "model.name=toy"])
     err = capsys.readouterr().err
     assert rc == 2 and "not a safe name" in err
-    assert [p.name for p in victim.iterdir()] == ["precious.txt"]
-    assert not (tmp_path / "cmp").exists() and not any(tmp_path.glob("**/*.log"))
+    assert sorted(p.name for p in victim.iterdir()) == ["config.yaml", "precious.txt"]
+    assert not (tmp_path / "cmp" / "x").exists() and not any(tmp_path.glob("**/*.log"))
     with pytest.raises(ConfigError, match="constraint.variants key 'a/b'"):
         load_config("toy", ["constraint.variants={a/b: {name: clip}}"])
 
