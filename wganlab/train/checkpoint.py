@@ -563,7 +563,7 @@ def restore(trainer: "Trainer", ckpt: Checkpoint, *, source_run: Optional[Path] 
                                   f"not the one this config builds ({type(opt).__name__})")
     try:
         trainer.load_state_dict(ckpt.state)
-    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {ckpt.path} does not fit this run "
                               f"({type(e).__name__}: {e})") from None
     if ckpt.config.get("optim") != json.loads(json.dumps(trainer.config.to_dict()["optim"])):
