@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wganlab.config import PRESET_DIR, Config, ConfigError, from_dict, load_config
@@ -308,5 +308,81 @@ def test_checkpoint_with_valid_hashes_but_bad_content(checkpoint_dir, data):
             trainer = Trainer(tiny_config(**{"train.generator_steps": 2,
                                              "constraint.name": "gp"}), Path(d))
             restore(trainer, ckpt)
+        except CheckpointError:
+            pass
+
+
+# ----------------------------------------------------------------------------- aliases, nesting
+
+@st.composite
+def aliased_yaml(draw):
+    """A config whose values are built from YAML anchors and aliases of each other, nested and
+    repeated as an attacker (or a copy-paste) might: small text, possibly a huge expansion."""
+    lines, anchors = [], []
+    for i in range(draw(st.integers(1, 10))):
+        if anchors and draw(st.booleans()):
+            near = st.sampled_from(anchors[-1:] * len(anchors) + anchors)  # mostly chains
+            items = [f"*{draw(near)}" for _ in range(draw(st.integers(1, 12)))]
+        else:
+            items = [str(draw(st.integers(-3, 300))) for _ in range(draw(st.integers(0, 4)))]
+        body = (f"[{', '.join(items)}]" if draw(st.booleans())
+                else "{" + ", ".join(f"k{j}: {v}" for j, v in enumerate(items)) + "}")
+        lines.append(f"x{i}: &a{i} {body}")
+        anchors.append(f"a{i}")
+    section = draw(st.sampled_from(["constraint:\n  variants", "train", "model", "data"]))
+    lines.append(f"{section}: *{draw(st.sampled_from(anchors))}")
+    return "\n".join(lines) + "\n"
+
+
+CHAIN = "x0: &a0 [1, 2, 3, 4]\n" + "".join(
+    f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 12)}]\n" for i in range(1, 10)) + "train: *a9\n"
+
+
+@settings(max_examples=100, deadline=2000, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(aliased_yaml())
+@example(CHAIN)  # the extreme the grammar allows: 4 * 12**9 values from 600 bytes
+def test_load_config_yaml_with_aliases_is_bounded(text):
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "c.yaml"
+        path.write_text(text)
+        try:
+            assert isinstance(load_config(path), Config)
+        except ConfigError:
+            pass
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from(["MANIFEST.json", "state.json"]),
+       depth=st.one_of(st.integers(1, 100), st.integers(900, 1100), st.just(300_000)),
+       kinds=st.text(alphabet="[{", min_size=1, max_size=4))
+def test_checkpoint_with_deeply_nested_json_is_invalid(checkpoint_dir, target, depth, kinds):
+    """Nesting of any depth in a checkpoint's JSON (hashes made to match) gives CheckpointError,
+    never a RecursionError."""
+    import hashlib
+    import json as _json
+    import shutil
+    from wganlab.train.checkpoint import MANIFEST, CheckpointError, load_checkpoint
+    opening = "".join(kinds[i % len(kinds)] if kinds[i % len(kinds)] == "[" else '{"a":'
+                      for i in range(depth))
+    closing = "".join("]" if c == "[" else "}" for c in reversed(
+        [kinds[i % len(kinds)] for i in range(depth)]))
+    text = opening + "1" + closing
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "step_0000002"
+        shutil.copytree(checkpoint_dir, path)
+        if target == "state.json":  # inside the state, where the loader walks it
+            body = _json.loads((path / target).read_text())
+            raw = _json.dumps(body)[:-1] + ', "extra": ' + text + "}"
+            (path / target).write_text(raw)
+            manifest = _json.loads((path / MANIFEST).read_text())
+            manifest["files"][target] = {"bytes": len(raw.encode()),
+                                         "sha256": hashlib.sha256(raw.encode()).hexdigest()}
+            (path / MANIFEST).write_text(_json.dumps(manifest))
+        else:
+            (path / target).write_text(text)
+        try:
+            load_checkpoint(path)
         except CheckpointError:
             pass

@@ -261,13 +261,13 @@ def test_resume_with_another_config_is_refused_listing_keys(fast_path, capsys):
     capsys.readouterr()
     rc = main(["train", "--resume", str(out), "--set", "constraint.clip=0.5", "--set", "seed=3"])
     err = capsys.readouterr().err
-    assert rc == 1 and "wganlab: error:" in err
+    assert rc == 2 and "wganlab: error:" in err
     assert re.search(r"constraint\.clip: [0-9.e-]+ -> 0\.5", err) and "seed: 0 -> 3" in err
     assert "--force-resume" in err
     # extending the run is allowed; a fresh run into the same folder is refused
     assert main(["train", "--resume", str(out), "--set", "train.generator_steps=6"]) == 0
     assert newest_step(out) == 6
-    assert main(args) == 1
+    assert main(args) == 2
     assert "already holds checkpoints" in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "--force-resume", "--set", "seed=3",
                  "--set", "train.generator_steps=8"]) == 0
@@ -277,10 +277,10 @@ def test_resume_with_another_config_is_refused_listing_keys(fast_path, capsys):
 
 
 def test_resume_of_nothing_is_a_clear_error(tmp_path, capsys, caplog):
-    assert main(["train", "--resume", str(tmp_path / "nope")]) == 1
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "checkpoints" / "step_0000003").mkdir(parents=True)
-    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert main(["train", "--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no valid checkpoint (1 invalid ones skipped)" in err
     assert "step_0000003/MANIFEST.json is missing" in caplog.text  # the warning says why
@@ -292,7 +292,7 @@ def test_branch_from_an_older_checkpoint(fast_path, capsys):
     args[args.index(f"train.generator_steps={STEPS}")] = "train.generator_steps=6"
     assert main(args) == 0
     older = out / "checkpoints" / "step_0000004"
-    assert main(["train", "--resume", str(older)]) == 1  # in place it would discard step 6
+    assert main(["train", "--resume", str(older)]) == 2  # in place it would discard step 6
     assert "--out NEW_DIR" in capsys.readouterr().err
     branch = fast_path / "branch"
     assert main(["train", "--resume", str(older), "--out", str(branch)]) == 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-from .config import ConfigError, load_config
+from .config import load_config
+from .errors import WganlabError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -24,10 +26,6 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, args.set)
         out = Path(args.out) if args.out else Path("runs") / _default_name(args.config, config)
-        if ck.list_checkpoints(out):
-            raise ck.CheckpointError(
-                f"{out} already holds checkpoints of a run: continue it with --resume {out}, "
-                "or choose another --out")
     if args.device:
         config.train.device = args.device
     # under torchrun: join the process group (gloo on CPU, nccl on CUDA); else (0, 1, device)
@@ -37,6 +35,7 @@ def _train(args: argparse.Namespace) -> int:
     say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     if ckpt is not None:
         ck.check_resume_config(ckpt, config, force=args.force_resume)
+        ck.check_resume_data(ckpt, config, force=args.force_resume)
         explicit = Path(args.resume).resolve() == ckpt.path.resolve()
         newer = [p for s, p in ck.list_checkpoints(source_run) if s > ckpt.generator_step]
         if explicit and newer and out.resolve() == source_run.resolve():
@@ -45,23 +44,43 @@ def _train(args: argparse.Namespace) -> int:
                     f"{ckpt.path} is not the newest valid checkpoint of {source_run}: resuming "
                     "from it in place would discard the newer ones; pass --out NEW_DIR to "
                     "branch a new run from it")
-    trainer = Trainer(config, out, rank=rank, world=world, device=device)
-    if ckpt is not None:
-        for turn in (False, True):  # the other ranks read the run before rank 0 rewrites it
-            if (rank == 0) == turn:
-                ck.restore(trainer, ckpt, source_run=source_run)
-            distributed.barrier()
-        say(f"wganlab: resuming {out} from {ckpt.path.name} (generator step "
-            f"{ckpt.generator_step})")
-    say(f"wganlab: training {config.model.name} on {config.data.name} with "
-        f"constraint {trainer.constraint.name} -> {out}"
-        + (f" ({world} processes)" if world > 1 else ""))
-    record = trainer.run()
+    with _claimed(out, rank, source=source_run if ckpt else None,
+                  checkpoint=ckpt.path if ckpt else None, overwrite=args.overwrite):
+        trainer = Trainer(config, out, rank=rank, world=world, device=device)
+        if ckpt is not None:
+            for turn in (False, True):  # the other ranks read the run before rank 0 rewrites it
+                if (rank == 0) == turn:
+                    ck.restore(trainer, ckpt, source_run=source_run)
+                distributed.barrier()
+            say(f"wganlab: resuming {out} from {ckpt.path.name} (generator step "
+                f"{ckpt.generator_step})")
+        say(f"wganlab: training {config.model.name} on {config.data.name} with "
+            f"constraint {trainer.constraint.name} -> {out}"
+            + (f" ({world} processes)" if world > 1 else ""))
+        record = trainer.run()
     w = record.get("w_estimate")
     say(f"wganlab: done at generator step {trainer.generator_step} "
         f"(critic step {trainer.critic_step}, {trainer.clock.wall():.1f} s"
         + (f", W estimate {w:.4g}" if w is not None else "") + f"); outputs in {out}")
     return 0
+
+
+@contextmanager
+def _claimed(out: Path, rank: int, **claim) -> Iterator[None]:
+    """Rank 0 locks and claims the run folder for every rank (rundir.py); its refusal stops
+    them all."""
+    from .train import distributed, rundir
+    with ExitStack() as held:
+        error = None
+        if rank == 0:
+            try:
+                held.enter_context(rundir.locked(out))
+                rundir.claim(out, **claim)
+            except WganlabError as e:
+                error = e
+        if distributed.main_value(error is not None):
+            raise error or rundir.RunFolderError(f"rank 0 could not claim {out}")
+        yield
 
 
 def _valid(path: Path) -> bool:
@@ -196,7 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint folder DIR); its config is used unless --config is given, "
                    "--set may change the stopping keys (e.g. train.generator_steps)")
     t.add_argument("--force-resume", action="store_true",
-                   help="resume even though the config differs in keys that change training")
+                   help="resume even though the config differs in keys that change training, "
+                   "or the data files differ from those the run was trained on")
+    t.add_argument("--overwrite", action="store_true",
+                   help="train into a --out that holds something else: wganlab's outputs "
+                   "there are replaced, other files left alone")
     t.set_defaults(func=_train)
     c = sub.add_parser("compare", help="train several constraints x seeds at equal budget "
                        "and write a report")
@@ -271,9 +294,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"wganlab: config error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as e:
         from .train.checkpoint import RunInterrupted
         if isinstance(e, RunInterrupted):
@@ -283,13 +303,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             return e.exit_code
         print("wganlab: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # the project's own clear errors, never a deep traceback
-        from .data import DataError
-        from .train import TrainingError
-        from .report.evaluate import RunError
-        from .train.checkpoint import CheckpointError
-        if isinstance(e, (DataError, TrainingError, CheckpointError, RunError, ValueError,
-                          OSError)):
-            print(f"wganlab: error: {e}", file=sys.stderr)
-            return 1
-        raise
+    except (WganlabError, ValueError, OSError) as e:  # ours name the key or the file
+        print(f"wganlab: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)  # others: e.g. a model unfit for the data, a full disk

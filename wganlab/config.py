@@ -11,6 +11,8 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,10 +21,31 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from .errors import WganlabError, unsafe_name
+
 PRESET_DIR = Path(__file__).parent / "configs"
 
+#: a config file is a few kilobytes; anything past these bounds is refused before it is walked
+MAX_CONFIG_BYTES = 1 << 20
+MAX_NODES = 10_000   # values after YAML aliases are expanded (an alias bomb expands to billions)
+MAX_DEPTH = 32
+#: every integer must fit the 64-bit counters of torch and numpy
+MAX_INT = 2**63 - 1
+#: sizes that allocate memory before the first step: refused while they are still numbers
+LIMITS = {
+    "seed": 2**32 - 1,
+    "data.batch_size": 1 << 16,
+    "data.image_size": 256,
+    "model.z_dim": 1 << 16,
+    "model.toy_hidden": 1 << 13,
+    "model.toy_layers": 64,
+    "train.sample_count": 4096,
+    "train.eval_samples": 100_000,
+    "constraint.subsample": 1 << 16,
+}
 
-class ConfigError(ValueError):
+
+class ConfigError(WganlabError, ValueError):
     """A configuration problem, with the offending key in the message."""
 
 
@@ -180,6 +203,10 @@ class ConstraintConfig:
         _positive("constraint.sn_power_iterations", self.sn_power_iterations)
         _positive("constraint.bjorck_iters", self.bjorck_iters)
         for vname, over in self.variants.items():
+            if unsafe_name(vname):  # it becomes the folder name of a compared run
+                raise ConfigError(f"constraint.variants key {vname!r} is not a safe name: use "
+                                  "letters, digits and . _ + - (starting with a letter or "
+                                  "digit, no '..')")
             if not isinstance(over, dict):
                 raise ConfigError(f"constraint.variants.{vname} must be a mapping of keys")
             try:
@@ -294,9 +321,10 @@ class TrainConfig:
     progress: Union[bool, str] = "auto"
     #: write TensorBoard event files
     tensorboard: bool = True
-    #: checkpoint every this many generator steps (0: only at the end) / seconds
+    #: checkpoint every this many generator steps (0: only at the end) / seconds (a run
+    #: killed near its end loses at most this much; null: off)
     checkpoint_every: int = 0
-    checkpoint_seconds: Optional[float] = None
+    checkpoint_seconds: Optional[float] = 600.0
     #: keep this many periodic checkpoints
     keep_checkpoints: int = 2
     #: also keep the checkpoint with the best value of this logged metric (e.g. eval/fd;
@@ -393,13 +421,39 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"config file {str(p)!r} not found (presets: {presets})")
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML (no tags, no code) that refuses a key given twice in one mapping: YAML lets
+    the last one win silently, hiding a typo."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' then overrides: fine
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise ConfigError(f"duplicate key {key!r} (lines {seen[key]} and {line}); "
+                                      "the last would silently win: keep one")
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base class reports it
+                pass
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict:
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes; "
+                              "a config is a small YAML file")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)
+    except ConfigError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
     except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: bad dates
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if raw is None:
@@ -440,18 +494,33 @@ def from_dict(raw: dict) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping, not {type(raw).__name__}")
     _check_tree(raw)
-    return _build(Config, raw, "").validate()
+    config = _build(Config, raw, "").validate()
+    if config.data.dir:  # absolute: a resumed or evaluated run reads the same files from anywhere
+        config.data.dir = os.path.abspath(os.path.expanduser(config.data.dir))
+    return config
 
 
-def _check_tree(node: Any, path: tuple = (), depth: int = 0) -> None:
-    """Refuse self-referencing (YAML alias) and absurdly deep configs before walking them."""
-    if not isinstance(node, (dict, list)):
-        return
-    if depth > 32 or any(node is p for p in path):
-        raise ConfigError("the config refers to itself (a YAML alias inside its own anchor) "
-                          "or is nested too deeply")
-    for v in (node.values() if isinstance(node, dict) else node):
-        _check_tree(v, path + (node,), depth + 1)
+def _check_tree(root: Any) -> None:
+    """Refuse self-referencing, absurdly deep or huge configs before anything walks them.
+    YAML aliases share one object, so a tiny file can expand to billions of values (an alias
+    bomb): the walk stops at MAX_NODES values, whatever the file's size."""
+    count = 0
+
+    def walk(node: Any, path: tuple) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_NODES:
+            raise ConfigError(f"the config expands to more than {MAX_NODES} values (YAML "
+                              "aliases of aliases?); write it out plainly")
+        if not isinstance(node, (dict, list)):
+            return
+        if len(path) > MAX_DEPTH or any(node is p for p in path):
+            raise ConfigError("the config refers to itself (a YAML alias inside its own "
+                              f"anchor) or is nested deeper than {MAX_DEPTH} levels")
+        for v in (node.values() if isinstance(node, dict) else node):
+            walk(v, path + (node,))
+
+    walk(root, ())
 
 
 def _build(cls, raw: Any, prefix: str):
@@ -488,6 +557,8 @@ def _coerce(tp, value: Any, key: str):
                 return _coerce(arg, value, key)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1:  # Optional[X]: X's own message (e.g. the limit) says more
+            raise ConfigError(errors[0])
         raise ConfigError(f"{key} has the wrong type: got {value!r}, "
                           f"expected {_type_name(tp)}")
     if origin is list:
@@ -506,11 +577,16 @@ def _coerce(tp, value: Any, key: str):
             return value
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        limit = LIMITS.get(re.sub(r"^constraint\.variants\.[^.]+\.", "constraint.", key),
+                           MAX_INT)
+        if abs(value) > limit:
+            shown = value if len(str(value)) < 25 else f"a {len(str(abs(value)))}-digit number"
+            raise ConfigError(f"{key}={shown} is too large (at most {limit})")
+        return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
@@ -518,7 +594,11 @@ def _coerce(tp, value: Any, key: str):
             except ValueError:
                 raise ConfigError(f"{key} must be a number, got {value!r}") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            v = float(value)
+            try:
+                v = float(value)
+            except OverflowError:  # a 400-digit integer
+                raise ConfigError(f"{key} must be a finite number, got a "
+                                  f"{len(str(abs(value)))}-digit integer") from None
             if v != v or v in (float("inf"), float("-inf")):
                 raise ConfigError(f"{key} must be a finite number, got {value!r}")
             return v

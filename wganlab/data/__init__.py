@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from ..config import TOY_DATA, DataConfig
-from .idx import DataError, load_idx_folder, parse_idx, read_idx
+from .idx import DataError, find_idx_pair, load_idx_folder, parse_idx, read_idx
 from .toy import mixture_centers, sample_toy
 
 __all__ = ["DataError", "ImageSet", "BatchStream", "ToyStream", "load_images", "make_stream",
            "read_idx", "parse_idx", "load_idx_folder", "sample_toy", "mixture_centers",
-           "to_image_tensor", "load_mnist5k"]
+           "to_image_tensor", "load_mnist5k", "fingerprint"]
 
 #: the embedded set is split once, by a fixed permutation, into 4,500 train / 500 test digits
 MNIST5K_TEST = 500
@@ -84,6 +85,29 @@ def load_images(cfg: DataConfig, split: str = "train") -> ImageSet:
     if cfg.limit is not None and split == "train":
         x, y = x[:cfg.limit], y[:cfg.limit]
     return ImageSet(to_image_tensor(x, cfg.image_size), torch.from_numpy(y), cfg.name)
+
+
+#: how much of each data file the fingerprint hashes (all of MNIST's gzipped files)
+FINGERPRINT_BYTES = 16 << 20
+
+
+def fingerprint(cfg: DataConfig) -> dict[str, Any]:
+    """What identifies the training data a config reads: for IDX folders the absolute folder
+    and each file's name, size and sha256 of its first 16 MiB, so that a resume can tell it is
+    reading the files the run was trained on; for the embedded and toy data their name (they
+    ship with the code)."""
+    if cfg.name == "mnist5k" or cfg.name in TOY_DATA or not cfg.dir:
+        return {"name": cfg.name}
+    files = {}
+    for path in find_idx_pair(cfg.dir, "train"):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(FINGERPRINT_BYTES)
+            size = path.stat().st_size
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+        files[path.name] = {"bytes": size, "sha256": hashlib.sha256(head).hexdigest()}
+    return {"name": cfg.name, "dir": str(Path(cfg.dir).resolve()), "files": files}
 
 
 class BatchStream:

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import ConfigError, load_config
+from ..errors import inside, unsafe_name
+from ..train.rundir import locked
 from ..train.logger import read_metrics
 from ..train.threads import usable_cpus
 from .launch import LocalPool, SubmititLauncher, Task, run_all
@@ -279,7 +281,8 @@ def prepare_run(plan: Plan, constraint: str, seed: int, run_dir: Path,
             cmd += ["--resume", str(run_dir)]
             resumed = True
         elif (run_dir / "config.yaml").is_file() or (run_dir / "metrics.jsonl").is_file():
-            shutil.rmtree(run_dir)  # a partial run without a checkpoint: start it again
+            with locked(run_dir):  # partial, no checkpoint: start again (unless it is live)
+                shutil.rmtree(inside(plan.out, run_dir))
         else:
             raise CompareError(f"{run_dir} exists but is not a run directory; remove it")
     env = {"OMP_NUM_THREADS": str(plan.threads), "MKL_NUM_THREADS": str(plan.threads)}
@@ -349,6 +352,9 @@ def validate(plan: Plan) -> None:
     if plan.launcher not in ("local", "submitit"):
         raise CompareError(f"--launcher must be local or submitit (got {plan.launcher!r})")
     for c in plan.constraints:
+        if unsafe_name(c):  # it names a folder under --out
+            raise CompareError(f"constraint {c!r} is not a safe name: use letters, digits and "
+                               ". _ + - (starting with a letter or digit, no '..')")
         try:
             load_config(plan.config, plan.run_sets(c, plan.seeds[0]))
         except ConfigError as e:

@@ -14,13 +14,14 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..config import Config, ConfigError, load_config
+from ..errors import WganlabError
 from ..metrics.suite import evaluate, format_table, generator_sampler
 
 #: the latent seed of offline evaluation (the trainer uses seed + 424242; both are fixed)
 EVAL_SEED = 0
 
 
-class RunError(RuntimeError):
+class RunError(WganlabError, RuntimeError):
     """A run directory or checkpoint that cannot be evaluated, with the path and the reason."""
 
 

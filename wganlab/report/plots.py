@@ -35,7 +35,10 @@ def load_records(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise RunError(f"{run_dir} has no metrics.jsonl")
-    return read_metrics(path)
+    records = read_metrics(path)
+    if not records:
+        raise RunError(f"nothing to plot: {path} holds no records")
+    return records
 
 
 def _label(run_dir: Path) -> str:
@@ -166,6 +169,9 @@ def run_plot(run_dirs: list[str | Path], out: str | Path | None = None,
     out_dir = Path(out) if out is not None else (dirs[0] / "plots" if len(dirs) == 1
                                                  else Path("plots"))
     written = plot_curves(dirs, out_dir)
+    if not written:
+        raise RunError(f"nothing to plot: the metrics.jsonl of {', '.join(map(str, dirs))} "
+                       "hold no numeric metric")
     for d in dirs:
         cfg = load_run_config(d)
         has_weights = checkpoint is not None or (d / "critic.safetensors").is_file()

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..errors import WganlabError, inside
 from .guard import check_finite, first_nonfinite
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +61,9 @@ WEIGHT_KEYS = ("generator", "critic")
 FILES = ("generator.safetensors", "critic.safetensors", "state.safetensors", STATE_JSON)
 STEP_DIR = re.compile(r"^step_(\d+)$")
 BEST_JSON = "best.json"
+#: bounds on a checkpoint's JSON files (state.json is a few kilobytes, nests about 8 deep)
+MAX_JSON_BYTES = 64 << 20
+MAX_JSON_DEPTH = 64
 
 #: config keys that may change when a run is resumed: when and how it stops, and where its
 #: outputs go. Anything else changes the training itself and needs ``--force-resume``.
@@ -71,7 +75,7 @@ RESUMABLE_KEYS = frozenset({
 })
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WganlabError, ValueError):
     """A checkpoint that cannot be written or used, naming the file and the problem."""
 
 
@@ -189,10 +193,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _remove_dir(path: Path) -> None:
-    """Take a directory out of the listing by one rename, then delete it."""
+def _remove_dir(path: Path, within: Path) -> None:
+    """Take a directory out of the listing by one rename, then delete it; refused unless it
+    lies inside ``within`` (the run folder), symlinks followed."""
     if not path.exists():
         return
+    inside(within, path)
     trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
@@ -231,7 +237,7 @@ def save_checkpoint(state: dict[str, Any], config: Config | dict, directory: str
         _write(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
         _fsync_dir(tmp)
         if directory.exists():  # e.g. an invalid checkpoint of the same step
-            _remove_dir(directory)
+            _remove_dir(directory, root)
         os.replace(tmp, directory)
         _fsync_dir(root)
     except BaseException:
@@ -254,10 +260,42 @@ class Checkpoint:
 
 
 def _read_json(path: Path, data: bytes) -> Any:
+    """Parsed JSON of a checkpoint file; nesting deeper than any wganlab state is refused (an
+    attacker's ``[[[[...]]]]`` would otherwise end in a RecursionError)."""
     try:
-        return json.loads(data.decode("utf-8"))
+        tree = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a checkpoint") from None
+    stack = [(tree, 0)]
+    while stack:  # iterative: the check itself must not recurse
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise CheckpointError(f"{path} is nested deeper than {MAX_JSON_DEPTH} levels; "
+                                  "not a wganlab checkpoint")
+        if isinstance(node, dict):
+            stack += [(v, depth + 1) for v in node.values()]
+        elif isinstance(node, list):
+            stack += [(v, depth + 1) for v in node]
+    return tree
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    """A file's bytes, refused before reading when it is larger than ``limit``."""
+    size = path.stat().st_size
+    if size > limit:
+        raise CheckpointError(f"{path} is {size} bytes, more than the {limit} a checkpoint's "
+                              "JSON holds")
+    return path.read_bytes()
+
+
+def _check_values(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A diverged state is never a good checkpoint, however it came to be on disk."""
+    for name, t in tensors.items():
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{path} holds non-finite values ({name}): written by a run "
+                                  "that had diverged")
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -271,7 +309,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a folder")
     try:
-        manifest = _read_json(mpath, mpath.read_bytes())
+        manifest = _read_json(mpath, _read_small(mpath, MAX_JSON_BYTES))
     except FileNotFoundError:
         raise CheckpointError(f"{mpath} is missing: the checkpoint was never completed") from None
     except OSError as e:
@@ -287,11 +325,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     blobs: dict[str, bytes] = {}
     for name in FILES:
         fpath = path / name
+        entry = listed[name]
         try:
-            data = fpath.read_bytes()
+            size = fpath.stat().st_size
+            if size != entry.get("bytes"):  # before reading: a huge file costs nothing
+                raise CheckpointError(f"{fpath} is damaged: {size} bytes, the manifest "
+                                      f"says {entry.get('bytes')} (truncated?)")
+            data = (_read_small(fpath, MAX_JSON_BYTES) if name == STATE_JSON
+                    else fpath.read_bytes())
         except OSError as e:
             raise CheckpointError(f"cannot read {fpath}: {e.strerror or e}") from None
-        entry = listed[name]
         if len(data) != entry.get("bytes"):
             raise CheckpointError(f"{fpath} is damaged: {len(data)} bytes, the manifest "
                                   f"says {entry.get('bytes')} (truncated?)")
@@ -306,6 +349,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             tensors[key] = {k: v.clone() for k, v in loaded.items()}
         except (SafetensorError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{fpath} is not a valid safetensors file ({e})") from None
+        _check_values(fpath, tensors[key])
     body = _read_json(path / STATE_JSON, blobs[STATE_JSON])
     if (not isinstance(body, dict) or body.get("format") != FORMAT
             or not isinstance(body.get("config"), dict) or not isinstance(body.get("state"), dict)):
@@ -420,6 +464,33 @@ def check_resume_config(ckpt: Checkpoint, config: Config, *, force: bool = False
         f"resume (e.g. train.generator_steps); pass --force-resume to continue anyway")
 
 
+def check_resume_data(ckpt: Checkpoint, config: Config, *, force: bool = False) -> None:
+    """Refuse to resume on other data files than the run was trained on, unless forced."""
+    from ..data import fingerprint
+    stored = ckpt.state.get("data")
+    if not isinstance(stored, dict):  # written before wganlab recorded its data
+        return
+    now = fingerprint(config.data)
+    old_files, new_files = stored.get("files") or {}, now.get("files") or {}
+    diffs = [f"{name}: {'changed' if name in new_files else 'missing'}"
+             for name in old_files if old_files[name] != new_files.get(name)]
+    diffs += [f"{name}: new" for name in new_files if name not in old_files]
+    if stored.get("name") != now.get("name"):
+        diffs.insert(0, f"data set {stored.get('name')!r} -> {now.get('name')!r}")
+    if not diffs:
+        return
+    was, is_ = stored.get("dir"), now.get("dir")
+    where = str(is_) if was == is_ else f"{was} -> {is_}"
+    listing = "; ".join(diffs)
+    if force:
+        log.warning("resuming %s on other data (--force-resume): %s (%s)", ckpt.path, listing,
+                    where)
+        return
+    raise CheckpointError(
+        f"checkpoint {ckpt.path} was trained on other data files ({where}: {listing}); "
+        "resume on the same files, or pass --force-resume to continue on these")
+
+
 def resume_config(ckpt: Checkpoint, overrides: list[str] | None = None) -> Config:
     """The checkpoint's own config with ``key=value`` overrides applied (e.g. more steps)."""
     from ..config import from_dict, parse_override, set_dotted
@@ -459,7 +530,7 @@ def read_metrics_upto(path: Path, step: int) -> list[dict[str, Any]]:
         for line in f:
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
             g = rec.get("generator_step") if isinstance(rec, dict) else None
             if isinstance(rec, dict) and (not isinstance(g, (int, float)) or g <= step):
@@ -492,7 +563,7 @@ def restore(trainer: "Trainer", ckpt: Checkpoint, *, source_run: Optional[Path] 
                                   f"not the one this config builds ({type(opt).__name__})")
     try:
         trainer.load_state_dict(ckpt.state)
-    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {ckpt.path} does not fit this run "
                               f"({type(e).__name__}: {e})") from None
     if ckpt.config.get("optim") != json.loads(json.dumps(trainer.config.to_dict()["optim"])):
@@ -511,7 +582,7 @@ def restore(trainer: "Trainer", ckpt: Checkpoint, *, source_run: Optional[Path] 
                 if step > ckpt.generator_step:
                     log.warning("removing checkpoint %s: it is newer than the one resumed "
                                 "from (%s)", path, ckpt.path.name)
-                    _remove_dir(path)
+                    _remove_dir(path, run_dir)
     trainer.history = records
     trainer.checkpoints.resumed_from(ckpt, same)
 
@@ -544,12 +615,12 @@ class Checkpointer:
         if t.is_main and self.root.is_dir():
             for p in self.root.iterdir():  # leftovers of a writer that was killed
                 if p.name.startswith((".tmp-", ".trash-")):
-                    shutil.rmtree(p, ignore_errors=True)
+                    shutil.rmtree(inside(t.run_dir, p), ignore_errors=True)
             if not self._resumed and list_checkpoints(t.run_dir):
                 log.warning("%s holds checkpoints of an earlier run; this fresh run replaces "
                             "them", self.root)
                 for _, p in list_checkpoints(t.run_dir):
-                    _remove_dir(p)
+                    _remove_dir(p, t.run_dir)
                 (self.root / BEST_JSON).unlink(missing_ok=True)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -661,13 +732,13 @@ class Checkpointer:
             keep.add(self.last_step)
         for step, path in found:
             if step not in keep:
-                _remove_dir(path)
+                _remove_dir(path, self.trainer.run_dir)
 
 
 def _read_best(root: Path) -> Optional[dict[str, Any]]:
     try:
-        best = json.loads((root / BEST_JSON).read_text())
-    except (OSError, ValueError):
+        best = _read_json(root / BEST_JSON, _read_small(root / BEST_JSON, 1 << 16))
+    except (OSError, CheckpointError):
         return None
     ok = isinstance(best, dict) and isinstance(best.get("step"), int) and isinstance(
         best.get("value"), (int, float))
@@ -685,6 +756,7 @@ def resume(trainer: "Trainer", source: str | Path, *, force: bool = False) -> Ch
     ``source`` (a run directory or one checkpoint) into ``trainer`` before ``trainer.run()``."""
     ckpt, run_dir = find_checkpoint(source)
     check_resume_config(ckpt, trainer.config, force=force)
+    check_resume_data(ckpt, trainer.config, force=force)
     restore(trainer, ckpt, source_run=run_dir)
     return ckpt
 

@@ -66,7 +66,8 @@ def check_finite(trainer: "Trainer", when: str = "log") -> None:
             more = f" and {len(what) - 4} more" if len(what) > 4 else ""
             parts.append(f"the {net} ({', '.join(what[:4])}{more})")
     ckpt = getattr(getattr(trainer, "checkpoints", None), "last_path", None)
-    action = " (no checkpoint written)" if when == "checkpoint" else ""
+    action = {"checkpoint": " (no checkpoint written)",
+              "final": " (no final weights written)"}.get(when, "")
     raise TrainingError(
         f"non-finite values at generator step {trainer.generator_step} "
         f"(critic step {trainer.critic_step}) in {' and in '.join(parts)}; the run "

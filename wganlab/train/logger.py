@@ -2,20 +2,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Optional
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, tensorboard: bool = True, append: bool = False):
+    """Appends to the run's records when resuming from generator step ``resume_step`` (> 0);
+    TensorBoard's events after that step, written by the run before it was interrupted, are
+    purged so that its curves show one history, as metrics.jsonl does."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, resume_step: int = 0):
         self.path = run_dir / "metrics.jsonl"
-        self._file = open(self.path, "a" if append else "w", encoding="utf-8")
+        self._file = open(self.path, "a" if resume_step else "w", encoding="utf-8")
         self._tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
+                                         purge_step=resume_step + 1 if resume_step else None)
             except ImportError:  # pragma: no cover - tensorboard is a dependency
                 self._tb = None
 
@@ -48,12 +54,21 @@ def _jsonable(v: Any) -> Optional[Any]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl (a torn last line from a killed run is skipped)."""
+    """All records of a metrics.jsonl. A torn last line (a killed run) is skipped silently,
+    any other line that is not a JSON object with a warning naming the file and line."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines, 1):
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            rec = None
+            if i == len(lines):
                 continue
+        if isinstance(rec, dict):
+            out.append(rec)
+        elif line.strip():
+            logging.getLogger("wganlab").warning("%s line %d is not a JSON object; skipped",
+                                                 path, i)
     return out

@@ -21,7 +21,8 @@ import torch
 
 from ..config import TOY_DATA, Config, dump_config
 from ..constraints import build_constraint, critic_activation
-from ..data import make_stream, sample_toy
+from ..data import fingerprint, make_stream, sample_toy
+from ..errors import WganlabError
 from ..metrics.lipschitz import lipschitz_diagnostics
 from ..models import build_models
 from .checkpoint import Checkpointer
@@ -31,13 +32,15 @@ from .images import image_grid, save_image_grid, save_toy_scatter
 from .logger import MetricsLogger
 from .optim import make_optimizer, resolve_optimizer
 from .precision import amp_dtype, autocast
+from .rundir import locked
 from .threads import resolve_threads
 
 log = logging.getLogger("wganlab")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(WganlabError, RuntimeError):
     """A run that cannot go on (e.g. a non-finite loss), with the step and the network."""
+    exit_code = 1  # the run failed, not its input
 
 
 def seed_everything(seed: int) -> None:
@@ -112,6 +115,8 @@ class Trainer:
         seed_everything(config.seed)
 
         self.toy = config.data.name in TOY_DATA
+        #: the data files' identity, stored with checkpoints: a resume on others is refused
+        self.data_fingerprint = fingerprint(config.data)
         self.stream = make_stream(config.data, config.seed, rank, world)
         self.generator, self.critic = build_models(
             config.model, config.data, critic_activation(config.model.activation, config.constraint))
@@ -214,14 +219,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
-        """Train until the budget is spent; returns the last logged record."""
+        """Train until the budget is spent; returns the last logged record. The run folder
+        is locked meanwhile (rank 0 holds it for all ranks): see rundir.py."""
+        with locked(self.run_dir) if self.is_main else nullcontext():
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         tc = self.config.train
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(self.config, self.run_dir / "config.yaml")
             (self.run_dir / "samples").mkdir(exist_ok=True)
             self.logger = MetricsLogger(self.run_dir, tc.tensorboard,
-                                        append=self.generator_step > 0)
+                                        resume_step=self.generator_step)
         bar = self._progress_bar()
         self.clock = Clock(*getattr(self, "_resume_clock", (0.0, 0.0)))
         record: dict[str, Any] = {}
@@ -371,7 +381,9 @@ class Trainer:
             self.logger.add_image("samples", image_grid(x), self.generator_step)
 
     def save_final(self) -> None:
-        """The final weights as safetensors under the run directory."""
+        """The final weights as safetensors under the run directory, never non-finite ones
+        (a run that stops inside a generator step has had no checkpoint check since)."""
+        check_finite(self, "final")
         if not self.is_main:
             return
         from safetensors.torch import save_file
@@ -402,6 +414,7 @@ class Trainer:
                     "numpy_pos": int(np.random.get_state()[2]),
                     "python": _python_rng_state()},
             "config_digest": self.config.digest(),
+            "data": self.data_fingerprint,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
