@@ -9,7 +9,6 @@ LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -210,24 +209,6 @@ def test_single_process_needs_no_group(tmp_path):
     assert not trainer._dist.active
     with pytest.raises(RuntimeError, match="torch.distributed"):
         Trainer(_config("clip"), tmp_path / "run2", rank=0, world=2)
-
-
-def test_amp_is_ignored_with_a_warning_on_cpu(tmp_path, caplog):
-    from wganlab.train import Trainer
-    with caplog.at_level(logging.WARNING, logger="wganlab"):
-        trainer = Trainer(tiny_config(**{"train.amp": "true"}), tmp_path / "run")
-    assert not trainer._amp and "train.amp" in caplog.text
-
-
-def test_autocast_path_runs(tmp_path):
-    """The bf16 autocast plumbing (dtypes of fake/real, the penalty's interpolation) on CPU's
-    own autocast: the trainer only enables it on CUDA, so force it here."""
-    from wganlab.train import Trainer
-    trainer = Trainer(tiny_config(**{"constraint.name": "gp", **STEPS}), tmp_path / "run")
-    trainer._amp = True
-    record = trainer.run()
-    assert all(torch.isfinite(p).all() for p in trainer.critic.parameters())
-    assert "w_estimate" in record and record["penalty"] == record["penalty"]
 
 
 if __name__ == "__main__":  # a worker of the two-process fixture
