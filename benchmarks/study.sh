@@ -36,7 +36,7 @@ study() {  # study <constraints> <seeds> <out> [--set ...]
   local cons=$1 seeds=$2 out=$3; shift 3
   $PY -m wganlab compare --config mnist_mlp --constraints "$cons" --seeds "$seeds" \
     --budget-cpu-seconds "${STUDY_CPU:-300}" --out "$out" \
-    --set train.tensorboard=false --set train.progress=false --threads 1 \
+    --set train.tensorboard=false --set train.progress=false --threads 1 --jobs "${JOBS:-1}" \
     --set data.name=mnist --set data.dir="$MNIST_DIR" \
     --set train.warmup_generator_steps=5 --set train.eval_every=500 \
     --set train.eval_samples=1000 --set train.sample_every=250 --set train.diagnostics_every=0 \
