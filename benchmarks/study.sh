@@ -45,35 +45,31 @@ study() {  # study <constraints> <seeds> <out> [--set ...]
     "$@" "${EXTRA[@]}"
 }
 
-tilted() {  # a clip-tilt* variant with its per-layer learning rates
-  local arm=$1 seeds=$2 out=$3
-  study "$arm" "$seeds" "$out" --set "optim.critic.layer_lr=${TILT_LR[$arm]}"
+arm() {  # arm <name> <seeds> <out> [--set ...]: one arm; a clip-tilt* one with its layer_lr
+  local name=$1 seeds=$2 out=$3; shift 3
+  local lr=()
+  [ -n "${TILT_LR[$name]:-}" ] && lr=(--set "optim.critic.layer_lr=${TILT_LR[$name]}")
+  study "$name" "$seeds" "$out" "$@" "${lr[@]}"
 }
 
 replicate() {  # replicate <block> [--set ...]: clip, bounded and $CONTROL on another data set
   local block=$1; shift
   : "${CONTROL:?set CONTROL to the best control arm of the main block}"
   study clip,invclip-exact-bounded "$REPLICATION_SEEDS" "$OUT/$block" "$@"
-  if [ -n "${TILT_LR[$CONTROL]:-}" ]; then
-    study "$CONTROL" "$REPLICATION_SEEDS" "$OUT/$block-control" "$@" \
-      --set "optim.critic.layer_lr=${TILT_LR[$CONTROL]}"
-  else
-    study "$CONTROL" "$REPLICATION_SEEDS" "$OUT/$block-control" "$@"
-  fi
+  arm "$CONTROL" "$REPLICATION_SEEDS" "$OUT/$block-control" "$@"
 }
 
 case "$BLOCK" in
   tune)
     study clip,clip-x0.8,clip-x1.25 "$TUNE_SEEDS" "$OUT/tune-scale"
-    for arm in clip-tilt0.1 clip-tilt-0.1 clip-tilt0.2; do
-      tilted "$arm" "$TUNE_SEEDS" "$OUT/tune-$arm"
+    for a in clip-tilt0.1 clip-tilt-0.1 clip-tilt0.2; do
+      arm "$a" "$TUNE_SEEDS" "$OUT/tune-$a"
     done ;;
   main)
     study clip,invclip-exact-bounded,clip-rebalanced,invclip-balance,gp "$TEST_SEEDS" "$OUT/main" ;;
   retuned)
     : "${ARM:?set ARM to the choice of the tuning grid}"
-    if [ -n "${TILT_LR[$ARM]:-}" ]; then tilted "$ARM" "$TEST_SEEDS" "$OUT/retuned"
-    else study "$ARM" "$TEST_SEEDS" "$OUT/retuned"; fi ;;
+    arm "$ARM" "$TEST_SEEDS" "$OUT/retuned" ;;
   fashion)  # the data set is set after the common MNIST keys: the last --set wins
     replicate fashion --set data.name=fashion-mnist --set data.dir="$FASHION_DIR" ;;
   digits)
