@@ -3,8 +3,8 @@
     python benchmarks/study_tables.py [--root benchmarks/results/study] [--boot 10000]
     python benchmarks/study_tables.py --claims   # the same statistics for §2b, §4, §4b
 
-Reads ``<root>/main/results.json`` (clip, bounded, rebalanced, balance, gp), optionally
-``<root>/retuned/results.json`` (the grid's choice, shown as ``clip-retuned``) and every
+Reads every ``<root>/main/**/results.json`` (the main block's seed groups: clip, bounded,
+rebalanced, the retuning grid's choice shown as ``clip-retuned``, balance, gp) and every
 ``<root>/tune-*/results.json`` (the retuning grid). Prints Markdown: the grid, per-arm medians,
 and for each contrast of the protocol the per-seed differences, their median with a bootstrap
 95 % CI, the exact paired sign-flip p (Holm-adjusted within the attribution family) and the
@@ -151,6 +151,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("benchmarks/results/study"))
     ap.add_argument("--boot", type=int, default=10000)
+    ap.add_argument("--retuned", default="clip-x0.8", help="the retuning grid's choice")
     ap.add_argument("--claims", nargs="?", const=Path("benchmarks/results/reproduction"),
                     type=Path, help="the earlier blocks' contrasts (folder of the blocks)")
     args = ap.parse_args(argv)
@@ -171,11 +172,9 @@ def main(argv=None) -> None:
                   + f" | {fmt(sum(f for _, f in fds) / len(fds))} |")
         print()
 
-    data = load_block(root / "main")
-    retuned = root / "retuned" / "results.json"
-    if retuned.is_file():
-        arms = {r["constraint"] for r in json.loads(retuned.read_text())["runs"]}
-        data.update(load_block(root / "retuned", {a: "clip-retuned" for a in arms}))
+    data = {}
+    for res in sorted((root / "main").glob("**/results.json")):
+        data.update(load_block(res.parent, {args.retuned: "clip-retuned"}))
     print("### Arms (test seeds): median [min–max]\n")
     print("\n".join(arm_table(data)) + "\n")
 
