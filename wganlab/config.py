@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from .errors import WganlabError, unsafe_name
+from .errors import WganlabError, unsafe_name, ConfigError  # noqa: F401
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -43,10 +43,6 @@ LIMITS = {
     "train.eval_samples": 100_000,
     "constraint.subsample": 1 << 16,
 }
-
-
-class ConfigError(WganlabError, ValueError):
-    """A configuration problem, with the offending key in the message."""
 
 
 @dataclass

@@ -16,6 +16,39 @@ class WganlabError(Exception):
     exit_code = 2
 
 
+class ConfigError(WganlabError, ValueError):
+    """A configuration problem, with the offending key in the message."""
+
+
+class DataError(WganlabError, ValueError):
+    """A data file or folder that cannot be used, with the path and the reason."""
+
+
+class InvarianceError(WganlabError, ValueError):
+    """A critic layer breaks the rescaling invariance (raised in strict mode)."""
+
+
+class CheckpointError(WganlabError, ValueError):
+    """A checkpoint that cannot be written or used, naming the file and the problem."""
+
+
+class RunFolderError(WganlabError):
+    """A run folder in use by another process, or holding something other than this run."""
+
+
+class RunError(WganlabError, RuntimeError):
+    """A run directory or checkpoint that cannot be evaluated, with the path and the reason."""
+
+
+class CompareError(WganlabError, RuntimeError):
+    """A comparison that cannot be set up (bad names, an unusable output folder)."""
+
+
+class TrainingError(WganlabError, RuntimeError):
+    """A run that cannot go on (e.g. a non-finite loss), with the step and the network."""
+    exit_code = 1  # the run failed, not its input
+
+
 #: names that become file or folder names: no separators, no '..', no leading dot or dash
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 

@@ -12,11 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WganlabError
-
-
-class DataError(WganlabError, ValueError):
-    """A data file or folder that cannot be used, with the path and the reason."""
+from ..errors import WganlabError, DataError  # noqa: F401
 
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import ConfigError, load_config
-from ..errors import inside, unsafe_name
+from ..errors import inside, unsafe_name, CompareError  # noqa: F401
 from ..train.rundir import locked
 from ..train.logger import read_metrics
 from ..train.threads import usable_cpus
@@ -47,10 +47,6 @@ EXTRA_SERIES = ("w_estimate",)
 #: final values that describe cost, reported beside the metrics
 COST_KEYS = ("generator_step", "critic_step", "wall_time", "cpu_time",
              "ms_per_critic_step_wall", "ms_per_critic_step_cpu")
-
-
-class CompareError(RuntimeError):
-    """A comparison that cannot be set up (bad names, an unusable output folder)."""
 
 
 @dataclass

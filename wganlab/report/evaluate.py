@@ -14,15 +14,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..config import Config, ConfigError, load_config
-from ..errors import WganlabError
+from ..errors import WganlabError, RunError  # noqa: F401
 from ..metrics.suite import evaluate, format_table, generator_sampler
 
 #: the latent seed of offline evaluation (the trainer uses seed + 424242; both are fixed)
 EVAL_SEED = 0
-
-
-class RunError(WganlabError, RuntimeError):
-    """A run directory or checkpoint that cannot be evaluated, with the path and the reason."""
 
 
 def load_run_config(run_dir: str | Path) -> Config:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvarianceError  # noqa: F401  (re-exported: its old home)
 from ..models.activations import GroupSort
 from .layers import weight_layers
 
@@ -42,10 +43,6 @@ _POOL_FNS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2
              F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
              F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d}
 _HOMOGENEOUS_METHODS = {"relu", "relu_", "contiguous", "clone"}
-
-
-class InvarianceError(ValueError):
-    """A critic layer breaks the rescaling invariance (raised in strict mode)."""
 
 
 @dataclass(frozen=True, eq=False)

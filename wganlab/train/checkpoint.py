@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..errors import WganlabError, inside
+from ..errors import WganlabError, inside, CheckpointError  # noqa: F401
 from .guard import check_finite, first_nonfinite
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,10 +73,6 @@ RESUMABLE_KEYS = frozenset({
     "train.checkpoint_every", "train.checkpoint_seconds", "train.keep_checkpoints",
     "train.best_metric", "train.best_mode", "train.device", "train.threads",
 })
-
-
-class CheckpointError(WganlabError, ValueError):
-    """A checkpoint that cannot be written or used, naming the file and the problem."""
 
 
 class RunInterrupted(KeyboardInterrupt):

@@ -28,7 +28,7 @@ from typing import Iterator, Optional
 
 from filelock import FileLock, Timeout
 
-from ..errors import WganlabError, inside
+from ..errors import WganlabError, inside, RunFolderError  # noqa: F401
 
 LOCK = ".wganlab.lock"
 HOLDER = ".wganlab.lock.json"
@@ -36,10 +36,6 @@ IDENTITY = "run.json"
 #: everything a run writes into its folder: what ``--overwrite`` removes (and nothing else)
 OUTPUTS = ("checkpoints", "samples", "tensorboard", "plots", "metrics.jsonl", "config.yaml",
            "generator.safetensors", "critic.safetensors", "eval.json", IDENTITY)
-
-
-class RunFolderError(WganlabError):
-    """A run folder in use by another process, or holding something other than this run."""
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import torch
 from ..config import TOY_DATA, Config, dump_config
 from ..constraints import build_constraint, critic_activation
 from ..data import fingerprint, make_stream, sample_toy
-from ..errors import WganlabError
+from ..errors import WganlabError, TrainingError  # noqa: F401
 from ..metrics.lipschitz import lipschitz_diagnostics
 from ..models import build_models
 from .checkpoint import Checkpointer
@@ -37,11 +37,6 @@ from .rundir import locked
 from .threads import resolve_threads
 
 log = logging.getLogger("wganlab")
-
-
-class TrainingError(WganlabError, RuntimeError):
-    """A run that cannot go on (e.g. a non-finite loss), with the step and the network."""
-    exit_code = 1  # the run failed, not its input
 
 
 def seed_everything(seed: int) -> None:
