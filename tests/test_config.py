@@ -12,16 +12,16 @@ def test_presets_load_and_validate():
 def test_original_wgan_recipe():
     cfg = load_config("wgan_original")
     assert cfg.optim.critic.name == "rmsprop" and cfg.optim.critic.lr == 5e-5
-    assert cfg.constraint.clip == 0.01
+    assert cfg.constraint.params("clip").bound == 0.01
     assert (cfg.train.n_critic, cfg.train.warmup_n_critic, cfg.train.warmup_generator_steps,
             cfg.train.warmup_every) == (5, 100, 25, 500)
 
 
 def test_overrides():
     cfg = load_config("toy", ["constraint.name=none", "train.generator_steps=7", "seed=3",
-                              "data.name=25gaussians", "constraint.clip=[0.1, 0.2, 0.3, 0.4]"])
+                              "data.name=25gaussians", "constraint.clip.bound=[0.1, 0.2, 0.3, 0.4]"])
     assert (cfg.constraint.name, cfg.train.generator_steps, cfg.seed) == ("none", 7, 3)
-    assert cfg.data.name == "25gaussians" and cfg.constraint.clip == [0.1, 0.2, 0.3, 0.4]
+    assert cfg.data.name == "25gaussians" and cfg.constraint.params("clip").bound == [0.1, 0.2, 0.3, 0.4]
 
 
 @pytest.mark.parametrize("override,key", [
@@ -32,7 +32,7 @@ def test_overrides():
     ("constraint.name=clipp", "constraint.name"),
     ("optim.critic.lr=0", "optim.critic.lr"),
     ("optim.critic.betas=[0.5]", "optim.critic.betas"),
-    ("constraint.clip=-1", "constraint.clip"),
+    ("constraint.clip.bound=-1", "constraint.clip"),
     ("model.name=mlp", "model.name"),
     ("data.name=mnist", "data.dir"),
     ("train.tensorboard=maybe", "train.tensorboard"),
@@ -60,6 +60,7 @@ def test_bad_files(tmp_path):
 def test_variants_resolve():
     cfg = load_config("toy")
     v = cfg.constraint.resolve("invclip-exact-state")
-    assert (v.name, v.solver, v.transform_state) == ("invclip", "exact", True)
-    with pytest.raises(ConfigError, match="variants.x.solver"):
-        load_config("toy", ["constraint.variants={x: {name: invclip, solver: nope}}"])
+    p = v.params("invclip")
+    assert (v.name, p.solver, p.transform_state) == ("invclip", "exact", True)
+    with pytest.raises(ConfigError, match="variants.x.invclip.solver"):
+        load_config("toy", ["constraint.variants={x: {name: invclip, invclip: {solver: nope}}}"])

@@ -228,14 +228,14 @@ def test_duplicate_keys_are_refused_naming_the_key(tmp_path):
     ("data.batch_size", "1000000000", "65536"), ("model.z_dim", "1000000000", "65536"),
     ("data.image_size", "100000", "256"), ("seed", "1" * 400, "4294967295"),
     ("train.generator_steps", "9" * 400, str(2**63 - 1)),
-    ("constraint.subsample", "1000000000000", "65536"),
+    ("constraint.solvers.output.subsample", "1000000000000", "65536"),
 ])
 def test_huge_sizes_are_refused_before_any_allocation(key, value, limit):
     with pytest.raises(ConfigError, match=rf"^{key.replace('.', '[.]')}=.* is too large "
                                           rf"\(at most {limit}\)$"):
         load_config("mnist_mlp", [f"{key}={value}"])
-    with pytest.raises(ConfigError, match="constraint.gp_lambda must be a finite number"):
-        load_config("toy", ["constraint.gp_lambda=" + "7" * 400])
+    with pytest.raises(ConfigError, match="constraint.gp.weight must be a finite number"):
+        load_config("toy", ["constraint.gp.weight=" + "7" * 400])
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):

@@ -256,8 +256,10 @@ def test_every_and_state_dict():
 
 
 def test_built_from_config():
-    cfg = ConstraintConfig(name="invclip", solver="paper", clip=[0.05, 0.008, 0.006, 0.004],
-                           sweeps=2, every=2, transform_state=True, strict=True)
+    cfg = ConstraintConfig.from_raw({
+        "name": "invclip", "clip": {"bound": [0.05, 0.008, 0.006, 0.004]},
+        "invclip": {"solver": "paper", "sweeps": 2, "every": 2, "transform_state": True,
+                    "strict": True}})
     proj = build_constraint(dcgan_critic(), cfg)
     assert isinstance(proj, InvariantClip)
     assert (proj.solver, proj.sweeps, proj.every, proj.transform_state) == ("paper", 2, 2, True)

@@ -68,7 +68,7 @@ def test_bjorck_weight_is_orthonormal_and_never_above_one(shape):
 def test_bjorck_critic_layers_and_jacobian_within_one():
     torch.manual_seed(0)
     critic = gs_mlp()
-    c = build_constraint(critic, ConstraintConfig(name="bjorck", bjorck_iters=25))
+    c = build_constraint(critic, ConstraintConfig.from_raw({"name": "bjorck", "bjorck": {"iters": 25}}))
     assert isinstance(c, Bjorck)
     # push the raw weights far from orthonormal: the bound must not care
     opt = torch.optim.SGD(critic.parameters(), lr=1.0)

@@ -275,8 +275,8 @@ def test_trainer_uses_the_steps_own_backward(tmp_path, monkeypatch):
     calls = []
     real_own_pass = O._own_pass
     monkeypatch.setattr(O, "_own_pass", lambda *a: calls.append(1) or real_own_pass(*a))
-    cfg = tiny_config(**{"constraint.name": "invclip", "constraint.solver": "output",
-                         "constraint.clip": 0.05, "train.generator_steps": 3})
+    cfg = tiny_config(**{"constraint.name": "invclip", "constraint.invclip.solver": "output",
+                         "constraint.clip.bound": 0.05, "train.generator_steps": 3})
     Trainer(cfg, tmp_path / "run").run()
     assert len(calls) == 1
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -165,7 +165,7 @@ def test_adaptive_weight_rule(norm, weight):
 
 def test_adaptive_cap_from_config():
     critic = linear_critic(torch.full((2,), 10.0))  # ||w|| ~ 14: P ~ 170
-    c = build_constraint(critic, ConstraintConfig(name="gp-adaptive", adaptive_max=3.0))
+    c = build_constraint(critic, ConstraintConfig.from_raw({"name": "gp-adaptive", "gp-adaptive": {"max_weight": 3.0}}))
     assert isinstance(c, AdaptiveGradientPenalty)
     c.penalty(torch.randn(4, 2), torch.randn(4, 2))
     assert c.diagnostics()["penalty/gp-adaptive_weight"] == pytest.approx(3.0)
@@ -173,7 +173,7 @@ def test_adaptive_cap_from_config():
 
 def test_registry_config_and_optimizers():
     critic = nn.Linear(2, 1)
-    cfg = ConstraintConfig(name="gp", gp_lambda=0.1, r1_gamma=3.0)
+    cfg = ConstraintConfig.from_raw({"name": "gp", "gp": {"weight": 0.1}, "lp": {"weight": 0.1}, "r1": {"gamma": 3.0}})
     gp = build_constraint(critic, cfg)
     assert isinstance(gp, GradientPenalty) and gp.weight == 0.1 and gp.needs_penalty
     assert isinstance(build_constraint(critic, cfg, "lp"), LipschitzPenalty)
@@ -199,7 +199,7 @@ def test_diagnostics_keys_are_floats():
 def test_compose_clip_r1_penalises_and_clips():
     torch.manual_seed(0)
     critic = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1))
-    c = build_constraint(critic, ConstraintConfig(name="clip+r1", clip=0.05, r1_gamma=10.0))
+    c = build_constraint(critic, ConstraintConfig.from_raw({"name": "clip+r1", "clip": {"bound": 0.05}, "r1": {"gamma": 10.0}}))
     assert isinstance(c, Compose) and [type(p) for p in c.parts] == [WeightClip, R1Penalty]
     assert c.needs_penalty and c.default_optimizer == R1Penalty.default_optimizer
     opt = torch.optim.SGD(critic.parameters(), lr=0.1)

@@ -259,7 +259,7 @@ def test_resume_with_another_config_is_refused_listing_keys(fast_path, capsys):
     args[args.index(f"train.generator_steps={STEPS}")] = "train.generator_steps=4"
     assert main(args) == 0
     capsys.readouterr()
-    rc = main(["train", "--resume", str(out), "--set", "constraint.clip=0.5", "--set", "seed=3"])
+    rc = main(["train", "--resume", str(out), "--set", "constraint.clip.bound=0.5", "--set", "seed=3"])
     err = capsys.readouterr().err
     assert rc == 2 and "wganlab: error:" in err
     assert re.search(r"constraint\.clip: [0-9.e-]+ -> 0\.5", err) and "seed: 0 -> 3" in err
@@ -322,7 +322,7 @@ def test_resume_keeps_the_evaluation_schedule(fast_path, capsys):
 def test_resume_restores_the_bounded_drift(fast_path, capsys):
     """With ``max_drift`` the accumulated rescaling steers training: a run stopped and resumed
     must continue with the same accumulated values (checkpointed), ending bit-identical."""
-    sets = ["--set", "constraint.max_drift=0.002", "--set", "constraint.solver=exact"]
+    sets = ["--set", "constraint.invclip.max_drift=0.002", "--set", "constraint.invclip.solver=exact"]
     whole, split = fast_path / "whole", fast_path / "split"
 
     def args(out, steps):

@@ -38,7 +38,7 @@ def test_every_layer_normalised_to_one(make, shape):
     torch.manual_seed(0)
     critic = make()
     raw = [layer.weight for layer in layers(critic)]
-    c = build_constraint(critic, ConstraintConfig(name="sn", sn_power_iterations=3))
+    c = build_constraint(critic, ConstraintConfig.from_raw({"name": "sn", "sn": {"power_iterations": 3}}))
     assert isinstance(c, SpectralNorm) and c.n_power_iterations == 3
     for layer, w in zip(layers(critic), raw):
         assert parametrize.is_parametrized(layer, "weight")
@@ -101,7 +101,7 @@ def test_state_lives_in_the_critic_state_dict():
 def test_sn_with_clip_composes():
     torch.manual_seed(0)
     critic = mlp()
-    c = build_constraint(critic, ConstraintConfig(name="sn+clip", clip=0.05))
+    c = build_constraint(critic, ConstraintConfig.from_raw({"name": "sn+clip", "clip": {"bound": 0.05}}))
     with torch.no_grad():
         for layer in layers(critic):
             layer.parametrizations.weight.original.mul_(10)

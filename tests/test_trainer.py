@@ -31,7 +31,7 @@ def test_seeded_run_is_reproducible(tmp_path):
 
 
 def test_clip_bounds_hold_after_every_critic_step(tmp_path):
-    cfg = tiny_config(**{"constraint.clip": "[0.01, 0.02, 0.03, 0.04]",
+    cfg = tiny_config(**{"constraint.clip.bound": "[0.01, 0.02, 0.03, 0.04]",
                          "optim.critic.lr": 0.05})
     t = Trainer(cfg, tmp_path)
     layers = [m for m in t.critic.modules() if isinstance(m, torch.nn.Linear)]
@@ -45,8 +45,8 @@ def test_clip_bounds_hold_after_every_critic_step(tmp_path):
 
 
 def test_clip_before_step_mode(tmp_path):
-    cfg = tiny_config(**{"constraint.clip_when": "before", "optim.critic.lr": 0.05,
-                         "constraint.clip": 0.01})
+    cfg = tiny_config(**{"constraint.clip.when": "before", "optim.critic.lr": 0.05,
+                         "constraint.clip.bound": 0.01})
     t = Trainer(cfg, tmp_path)
     t._critic_step(diagnose=False)
     w = t.critic[0].weight

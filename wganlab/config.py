@@ -21,7 +21,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from .errors import WganlabError, unsafe_name, ConfigError  # noqa: F401
+from .errors import ConfigError, WganlabError, unsafe_name  # noqa: F401
+from .plugins import data_spec
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -41,7 +42,7 @@ LIMITS = {
     "model.toy_layers": 64,
     "train.sample_count": 4096,
     "train.eval_samples": 100_000,
-    "constraint.subsample": 1 << 16,
+    "constraint.solvers.output.subsample": 1 << 16,
 }
 
 
@@ -61,11 +62,11 @@ class DataConfig:
     toy_std: float = 0.02
 
     def validate(self) -> None:
-        _check_choice("data.name", self.name, DATA_NAMES)
+        spec = data_spec(self.name)
         _positive("data.batch_size", self.batch_size)
-        if self.image_size < 28:
-            raise ConfigError(f"data.image_size must be >= 28 (got {self.image_size})")
-        if self.name in ("mnist", "fashion-mnist", "kmnist", "idx") and not self.dir:
+        if self.image_size < spec.side:
+            raise ConfigError(f"data.image_size must be >= {spec.side} (got {self.image_size})")
+        if spec.needs_dir and not self.dir:
             raise ConfigError(
                 f"data.name={self.name} reads IDX files: set data.dir to their folder "
                 "(or use data.name=mnist5k, the embedded default)")
@@ -74,9 +75,6 @@ class DataConfig:
         _positive("data.toy_std", self.toy_std)
 
 
-DATA_NAMES = ("mnist5k", "mnist", "fashion-mnist", "kmnist", "idx",
-              "8gaussians", "25gaussians", "swissroll", "checkerboard")
-TOY_DATA = ("8gaussians", "25gaussians", "swissroll", "checkerboard")
 #: values of train.amp meaning bf16 autocast (true: older configs) and float32 throughout
 AMP_BF16 = (True, "bf16")
 AMP_OFF = (False, "false", "off")
@@ -114,90 +112,180 @@ class ModelConfig:
             raise ConfigError(f"model.leaky_slope must be >= 0 (got {self.leaky_slope})")
 
 
+#: flat keys of the constraint section before each plugin had its own section -> their new
+#: homes (a key may feed several plugins: gp_lambda was shared by gp and lp)
+FLAT_CONSTRAINT_KEYS: dict[str, tuple[str, ...]] = {
+    "clip": ("clip.bound",), "clip_scale": ("clip.scale",), "clip_when": ("clip.when",),
+    "clip_params": ("clip.params",),
+    "solver": ("invclip.solver",), "sweeps": ("invclip.sweeps",),
+    "transform_state": ("invclip.transform_state",), "every": ("invclip.every",),
+    "strict": ("invclip.strict",), "max_drift": ("invclip.max_drift",),
+    "rescale_steps": ("invclip.rescale_steps",),
+    "alpha": ("solvers.paper.alpha", "solvers.paper-guarded.alpha"),
+    "k_max": ("solvers.paper.k_max", "solvers.paper-guarded.k_max"),
+    "balance_weight": ("solvers.output.balance_weight",),
+    "subsample": ("solvers.output.subsample",),
+    "gp_lambda": ("gp.weight", "lp.weight"), "r1_gamma": ("r1.gamma",),
+    "adaptive_max": ("gp-adaptive.max_weight",),
+    "sn_power_iterations": ("sn.power_iterations",), "bjorck_iters": ("bjorck.iters",),
+}
+
+
+def upgrade_constraint_section(raw: dict, where: str = "constraint",
+                               warn: bool = True) -> dict:
+    """``raw`` with the flat keys of older configs moved into their plugins' sections (a
+    DeprecationWarning names each, unless ``warn`` is false: stored run folders). A key that is
+    a mapping is already a section and stays."""
+    out: dict = {}
+    moved = []
+    for key, value in raw.items():
+        homes = FLAT_CONSTRAINT_KEYS.get(key)
+        if homes is None or (key == "clip" and isinstance(value, dict)):
+            out[key] = value if key != "variants" or not isinstance(value, dict) else {
+                k: (upgrade_constraint_section(v, f"{where}.variants.{k}", warn)
+                    if isinstance(v, dict) else v) for k, v in value.items()}
+            continue
+        moved.append((key, homes))
+        for home in homes:
+            node = out
+            parts = home.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{where}.{part} must be a section (a mapping), as "
+                                      f"{where}.{key} moves into it")
+            node.setdefault(parts[-1], value)
+    # explicit sections win over a flat key that fed them
+    for key, value in raw.items():
+        if isinstance(value, dict) and key not in ("variants",):
+            out[key] = _deep_merge(out.get(key, {}) if isinstance(out.get(key), dict) else {},
+                                   value)
+    if moved and warn:
+        import warnings
+        listing = ", ".join(f"{where}.{k} -> {where}.{' and '.join(h)}" for k, h in moved)
+        warnings.warn(f"flat constraint keys are deprecated; write {listing}",
+                      DeprecationWarning, stacklevel=4)
+    return out
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(
+            out.get(k), dict) else v
+    return out
+
+
 @dataclass
 class ConstraintConfig:
-    #: none | clip | invclip | gp | lp | r1 | gp-adaptive | sn | bjorck | aol, combined with '+'
-    #: (e.g. clip+r1),
-    #: or the name of an entry of ``variants``
+    """The constraint section: which constraint, named variants, and one section of
+    parameters per registered constraint (``constraint.<name>.<key>``) and solver
+    (``constraint.solvers.<name>.<key>``), each built from the plugin's own dataclass."""
+    #: a registered constraint (``wganlab constraints`` lists them), several joined by '+'
+    #: (e.g. clip+r1), or the name of an entry of ``variants``
     name: str = "clip"
-    #: clip bound: one float for every layer, or a list with one per Linear/Conv layer in order
-    clip: Union[float, list[float]] = 0.01
-    #: absolute: ``clip`` is the bound; fan_in: the bound of a layer is clip / sqrt(fan_in)
-    clip_scale: str = "absolute"
-    #: after: clip after each critic optimizer step; before: before each critic step (original WGAN code)
-    clip_when: str = "after"
-    #: which critic parameters clipping touches: any of weight, bias, norm
-    clip_params: list[str] = field(default_factory=lambda: ["weight", "bias"])
-    # --- invariance-aware clipping (invclip) ---
-    #: paper | paper-guarded | exact | function | output | balance (minimum-norm member of each
-    #: unit's class, not in the paper)
-    solver: str = "exact"
-    alpha: float = 1.1
-    k_max: int = 5
-    sweeps: int = 1
-    #: transform the optimizer's state consistently with the rescaling
-    transform_state: bool = False
-    #: rescale every k critic steps (clipping still happens every step)
-    every: int = 1
-    #: refuse critics with layers that break the invariance instead of skipping them
-    strict: bool = False
-    #: bound on each unit's accumulated |log d| (None: unbounded, as the paper)
-    max_drift: Optional[float] = None
-    #: rescale on the first N critic steps only, then clip alone (None: always); with
-    #: max_drift, plain clipping of a once-rebalanced critic (a control, not in the paper)
-    rescale_steps: Optional[int] = None
-    #: output solver: weight of a cost on |log d| that keeps units' in/out balance from drifting
-    balance_weight: float = 0.0
-    #: output solver: use at most this many samples of the batch for its statistics
-    subsample: Optional[int] = None
-    # --- penalties ---
-    #: weight of gp / lp (WGAN-GP: 10; toy preset 0.1)
-    gp_lambda: float = 10.0
-    #: weight of r1 (gamma/2 * E||grad f(real)||^2)
-    r1_gamma: float = 10.0
-    #: gp-adaptive: the largest weight the adaptive rule may reach
-    adaptive_max: float = 10.0
-    #: spectral norm: power iterations per forward pass
-    sn_power_iterations: int = 1
-    # --- by construction (bjorck, aol) ---
-    #: bjorck: orthonormalisation iterations per forward pass (two matrix products each; 20
-    #: lift a singular value of 1e-3 of the pre-scaled weight to 1 within 1e-4, 15 one of 1e-2)
-    bjorck_iters: int = 20
     #: named variants: {name: {key: value, ...}} overriding this section, e.g.
-    #: invclip-paper: {name: invclip, solver: paper}
+    #: invclip-paper: {name: invclip, invclip: {solver: paper}}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the plugins' parameters: constraint name -> its dataclass; "solvers" -> {solver: ...}
+    sections: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_raw(cls, raw: dict, prefix: str = "constraint", warn: bool = True
+                 ) -> "ConstraintConfig":
+        from .plugins import CONSTRAINTS, SOLVERS
+        raw = upgrade_constraint_section(raw, prefix, warn)
+        out = cls()
+        for key, value in raw.items():
+            full = f"{prefix}.{key}"
+            if key == "name":
+                out.name = _coerce(str, value, full)
+            elif key == "variants":
+                out.variants = _coerce(dict[str, dict[str, Any]], value, full)
+            elif key == "solvers":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{full} must be a mapping of solver sections")
+                for sname, sval in value.items():
+                    plug = SOLVERS.get(sname, f"{full} key") if sname in SOLVERS else None
+                    if plug is None or plug.params is None:
+                        with_params = [p.name for p in SOLVERS if p.params is not None]
+                        raise ConfigError(f"{full}.{sname} is not a solver with parameters; "
+                                          f"valid keys here: {', '.join(with_params)}")
+                    out.sections.setdefault("solvers", {})[sname] = _build(
+                        plug.params, sval, f"{full}.{sname}")
+            elif key in CONSTRAINTS and CONSTRAINTS.get(key).params is not None:
+                out.sections[key] = _build(CONSTRAINTS.get(key).params, value, full)
+            else:
+                valid = sorted(["name", "variants", "solvers"]
+                               + [p.name for p in CONSTRAINTS if p.params is not None])
+                raise ConfigError(f"unknown config key {full!r}; valid keys here: "
+                                  f"{', '.join(valid)}")
+        out._fill_defaults()
+        return out
+
+    def _fill_defaults(self) -> None:
+        from .plugins import CONSTRAINTS, SOLVERS
+        for plug in CONSTRAINTS:
+            if plug.params is not None and plug.name not in self.sections:
+                self.sections[plug.name] = plug.params()
+        solvers = self.sections.setdefault("solvers", {})
+        for plug in SOLVERS:
+            if plug.params is not None and plug.name not in solvers:
+                solvers[plug.name] = plug.params()
+
+    def __post_init__(self) -> None:
+        if not self.sections:
+            self._fill_defaults()
+
+    def __getattr__(self, key: str) -> Any:
+        """Flat keys of older code (``cfg.clip``) read from their new homes, with a warning."""
+        homes = FLAT_CONSTRAINT_KEYS.get(key)
+        if homes is None or key.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+        import warnings
+        warnings.warn(f"ConstraintConfig.{key} is deprecated; read "
+                      f"constraint.{homes[0]} (e.g. cfg.params('clip').bound)",
+                      DeprecationWarning, stacklevel=2)
+        node: Any = self.sections
+        for part in homes[0].split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        return node
+
+    def params(self, name: str) -> Any:
+        """The parameters of constraint ``name`` (its dataclass)."""
+        if name not in self.sections:
+            self._fill_defaults()
+        return self.sections[name]
+
+    def solver_params(self, name: str) -> Any:
+        """The parameters of rescaling solver ``name`` (None if it has none)."""
+        return self.sections.get("solvers", {}).get(name)
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"name": self.name}
+        for key, sec in self.sections.items():
+            out[key] = ({k: dataclasses.asdict(v) for k, v in sec.items()} if key == "solvers"
+                        else dataclasses.asdict(sec))
+        out["variants"] = copy.deepcopy(self.variants)
+        return out
 
     def validate(self) -> None:
+        from .plugins import CONSTRAINTS
         if not self.name:
             raise ConfigError("constraint.name is empty; use e.g. clip, invclip, gp or none")
         if self.name not in self.variants:
             for part in self.name.split("+"):
-                _check_choice("constraint.name", part, CONSTRAINT_NAMES)
-        clips = self.clip if isinstance(self.clip, list) else [self.clip]
-        if not clips or any(c <= 0 for c in clips):
-            raise ConfigError(f"constraint.clip must be > 0 (got {self.clip})")
-        _check_choice("constraint.clip_scale", self.clip_scale, ("absolute", "fan_in"))
-        _check_choice("constraint.clip_when", self.clip_when, ("after", "before"))
-        for p in self.clip_params:
-            _check_choice("constraint.clip_params", p, ("weight", "bias", "norm"))
-        _check_choice("constraint.solver", self.solver,
-                      ("paper", "paper-guarded", "exact", "function", "output", "balance",
-                       "balance-box"))
-        if self.alpha <= 1:
-            raise ConfigError(f"constraint.alpha must be > 1 (got {self.alpha})")
-        _positive("constraint.k_max", self.k_max)
-        _positive("constraint.sweeps", self.sweeps)
-        _positive("constraint.every", self.every)
-        for key in ("gp_lambda", "r1_gamma", "adaptive_max", "balance_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"constraint.{key} must be >= 0 (got {getattr(self, key)})")
-        if self.max_drift is not None and not self.max_drift >= 0:
-            raise ConfigError(f"constraint.max_drift must be >= 0 or null (got {self.max_drift})")
-        if self.rescale_steps is not None and self.rescale_steps < 0:
-            raise ConfigError(f"constraint.rescale_steps must be >= 0 or null "
-                              f"(got {self.rescale_steps})")
-        _positive("constraint.sn_power_iterations", self.sn_power_iterations)
-        _positive("constraint.bjorck_iters", self.bjorck_iters)
+                CONSTRAINTS.get(part, "constraint.name")
+        for key, sec in self.sections.items():
+            for sub, params in (sec.items() if key == "solvers" else [(None, sec)]):
+                where = f"constraint.{key}" + (f".{sub}" if sub else "")
+                if hasattr(params, "validate"):
+                    try:
+                        params.validate()
+                    except ValueError as e:
+                        if isinstance(e, ConfigError):
+                            raise
+                        raise ConfigError(f"{where}: {e}") from None
         for vname, over in self.variants.items():
             if unsafe_name(vname):  # it becomes the folder name of a compared run
                 raise ConfigError(f"constraint.variants key {vname!r} is not a safe name: use "
@@ -210,32 +298,30 @@ class ConstraintConfig:
                 resolved.variants = {}
                 resolved.validate()
             except ConfigError as e:
-                raise ConfigError(str(e).replace("constraint.", f"constraint.variants.{vname}.",
-                                                 1)) from None
+                msg = str(e)
+                if f"constraint.variants.{vname}" not in msg:
+                    msg = msg.replace("constraint.", f"constraint.variants.{vname}.", 1)
+                raise ConfigError(msg) from None
 
     def resolve(self, name: str | None = None) -> "ConstraintConfig":
         """This section with the named variant's overrides applied (no variant: a copy)."""
         name = self.name if name is None else name
-        base = copy.deepcopy(self)
-        base.name = name
         if name not in self.variants:
+            base = copy.deepcopy(self)
+            base.name = name
             return base
-        over = dict(self.variants[name])
+        over = upgrade_constraint_section(dict(self.variants[name]),
+                                          f"constraint.variants.{name}", warn=False)
         over.setdefault("name", name)
-        data = dataclasses.asdict(base)
-        for k, v in over.items():
-            if k not in data or k == "variants":
-                raise ConfigError(f"constraint.variants.{name}.{k} is not a constraint key")
-            data[k] = v
+        if "variants" in over:
+            raise ConfigError(f"constraint.variants.{name}.variants is not a constraint key")
+        data = self.to_dict()
         data["variants"] = {}
-        out = _build(ConstraintConfig, data, f"constraint.variants.{name}")
+        data = _deep_merge(data, over)
+        out = ConstraintConfig.from_raw(data, f"constraint.variants.{name}", warn=False)
         if out.name in self.variants:
             raise ConfigError(f"constraint.variants.{name}.name must be a base constraint name")
         return out
-
-
-CONSTRAINT_NAMES = ("none", "clip", "invclip", "gp", "lp", "r1", "gp-adaptive", "sn", "bjorck",
-                    "aol")
 
 
 @dataclass
@@ -377,7 +463,7 @@ class Config:
         self.constraint.validate()
         self.train.validate()
         self.optim.validate()
-        toy_data = self.data.name in TOY_DATA
+        toy_data = data_spec(self.data.name).toy
         if toy_data != (self.model.name == "toy"):
             raise ConfigError(
                 f"model.name={self.model.name} does not fit data.name={self.data.name}: "
@@ -385,7 +471,11 @@ class Config:
         return self
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = {f.name: dataclasses.asdict(getattr(self, f.name))
+               if dataclasses.is_dataclass(getattr(self, f.name)) else getattr(self, f.name)
+               for f in dataclasses.fields(self)}
+        out["constraint"] = self.constraint.to_dict()
+        return out
 
     def digest(self) -> str:
         """A short hash of the resolved config, stored with checkpoints."""
@@ -402,8 +492,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = read_yaml(resolve_config_path(path))
     for item in overrides or []:
         key, value = parse_override(item)
-        set_dotted(raw, key, value)
+        for new_key in upgrade_override_key(key, value):
+            set_dotted(raw, new_key, value)
     return from_dict(raw)
+
+
+def upgrade_override_key(key: str, value: Any) -> list[str]:
+    """The keys a ``--set`` of a flat constraint key of older configs now means (with a
+    DeprecationWarning), e.g. ``constraint.max_drift`` -> ``constraint.invclip.max_drift``."""
+    parts = key.split(".")
+    head = 3 if parts[:2] == ["constraint", "variants"] else 1
+    if (parts[0] != "constraint" or len(parts) != head + 1 or isinstance(value, dict)
+            or parts[head] not in FLAT_CONSTRAINT_KEYS):
+        return [key]
+    prefix = ".".join(parts[:head])
+    homes = [f"{prefix}.{h}" for h in FLAT_CONSTRAINT_KEYS[parts[head]]]
+    import warnings
+    warnings.warn(f"--set {key} is deprecated; write {' and '.join(homes)}",
+                  DeprecationWarning, stacklevel=3)
+    return homes
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -496,6 +603,24 @@ def from_dict(raw: dict) -> Config:
     return config
 
 
+def load_stored(raw: dict) -> Config:
+    """A config a run folder or checkpoint stored, in any older layout, without deprecation
+    warnings (the user did not write it)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return from_dict(copy.deepcopy(raw))
+
+
+def upgrade_stored(raw: dict) -> dict:
+    """A stored config dict in today's layout (as ``Config.to_dict``); ``raw`` itself when it
+    no longer loads (a diff then shows what changed)."""
+    try:
+        return load_stored(raw).to_dict()
+    except ConfigError:
+        return raw
+
+
 def _check_tree(root: Any) -> None:
     """Refuse self-referencing, absurdly deep or huge configs before anything walks them.
     YAML aliases share one object, so a tiny file can expand to billions of values (an alias
@@ -539,6 +664,12 @@ def _build(cls, raw: Any, prefix: str):
 
 def _coerce(tp, value: Any, key: str):
     origin = typing.get_origin(tp)
+    if tp is ConstraintConfig:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping of keys, not {type(value).__name__}")
+        return ConstraintConfig.from_raw(value, key)
     if dataclasses.is_dataclass(tp):
         return _build(tp, {} if value is None else value, key)
     if origin in (Union, types.UnionType):

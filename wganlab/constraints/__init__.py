@@ -6,8 +6,8 @@ from .penalty import (AdaptiveGradientPenalty, GradientPenalty, LipschitzPenalty
                       R1Penalty)
 from .spectral import SpectralNorm
 from .orthonormal import AOL, Bjorck
-from .registry import available, build_constraint, critic_activation, register
+from .registry import available, build_constraint, critic_activation, has_capability, register
 
 __all__ = ["Constraint", "Compose", "WeightClip", "InvariantClip", "GradientPenalty", "LipschitzPenalty",
            "AdaptiveGradientPenalty", "R1Penalty", "SpectralNorm", "Bjorck", "AOL", "available",
-           "build_constraint", "critic_activation", "register"]
+           "build_constraint", "critic_activation", "has_capability", "register"]

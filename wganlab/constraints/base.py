@@ -31,6 +31,9 @@ class Constraint:
     default_optimizer: dict[str, Any] = {"name": "rmsprop", "lr": 5e-5}
     #: whether penalty() needs the graph of the critic (double backward)
     needs_penalty: bool = False
+    #: whether the projection depends on the observed batch (a distributed run must then
+    #: observe the global batch on every process)
+    uses_batch: bool = False
 
     def __init__(self, critic: nn.Module):
         self.critic = critic
@@ -81,6 +84,7 @@ class Compose(Constraint):
         self.parts = parts
         self.name = "+".join(p.name for p in parts)
         self.needs_penalty = any(p.needs_penalty for p in parts)
+        self.uses_batch = any(p.uses_batch for p in parts)
         # a penalty's optimizer wins over a projection's default
         pen = [p for p in parts if p.needs_penalty]
         self.default_optimizer = (pen[0] if pen else parts[0]).default_optimizer

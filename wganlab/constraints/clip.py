@@ -1,6 +1,7 @@
 """Plain weight clipping (WGAN, Arjovsky et al. 2017): clamp critic parameters to a box."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 import torch
@@ -99,7 +100,29 @@ class WeightClip(Constraint):
         return f"WeightClip(bounds={[round(b, 6) for b in self.bounds]}, when={self.when!r})"
 
 
-@register("clip")
-def _build(critic: nn.Module, cfg) -> WeightClip:
-    return WeightClip(critic, cfg.clip, scale=cfg.clip_scale, when=cfg.clip_when,
-                      params=cfg.clip_params)
+@dataclass
+class ClipParams:
+    """``constraint.clip``: the clipping box (also invclip's)."""
+    #: clip bound: one float for every layer, or a list with one per Linear/Conv layer in order
+    bound: Union[float, list[float]] = 0.01
+    #: absolute: ``bound`` is the bound; fan_in: the bound of a layer is bound / sqrt(fan_in)
+    scale: str = "absolute"
+    #: after: clip after each critic optimizer step; before: before each critic step (the
+    #: original WGAN code)
+    when: str = "after"
+    #: which critic parameters clipping touches: any of weight, bias, norm
+    params: list[str] = field(default_factory=lambda: ["weight", "bias"])
+
+    def validate(self) -> None:
+        bounds = self.bound if isinstance(self.bound, list) else [self.bound]
+        if not bounds or any(b <= 0 for b in bounds):
+            raise ValueError(f"bound must be > 0 (got {self.bound})")
+        if self.scale not in ("absolute", "fan_in"):
+            raise ValueError(f"scale={self.scale!r} is not one of: absolute, fan_in")
+        check_clip_options(self.when, self.params)
+
+
+@register("clip", params=ClipParams)
+def _build(critic: nn.Module, section) -> WeightClip:
+    box = section.params("clip")
+    return WeightClip(critic, box.bound, scale=box.scale, when=box.when, params=box.params)

@@ -8,6 +8,8 @@ trainer (or anyone's plain loop) calls::
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 
 from ..rescale import (ImpactProbe, find_pairs, get_solver, log_balance, rescale_critic_,
                        transform_state_, unit_norms)
+from ..plugins import SOLVERS
 from ..rescale.layers import layer_bounds
 from .base import Constraint
 from .clip import check_clip_options, clip_targets
@@ -60,6 +63,8 @@ class InvariantClip(Constraint):
             raise ValueError("need alpha > 1 and k_max, sweeps, every >= 1 "
                              f"(got {alpha}, {k_max}, {sweeps}, {every})")
         get_solver(solver)  # fail now on an unknown name
+        #: the projection depends on the observed batch (a data-weighted solver)
+        self.uses_batch = SOLVERS.get(solver).has("uses_batch")
         self.solver, self.sweeps, self.every, self.when = solver, sweeps, every, when
         self.transform_state = transform_state
         self.params = tuple(params)
@@ -191,13 +196,44 @@ def _weight_device(pair) -> torch.device:
     return next(pair.layer_in.parameters()).device
 
 
-@register("invclip")
-def _build(critic: nn.Module, cfg) -> InvariantClip:
-    return InvariantClip(critic, cfg.clip, scale=cfg.clip_scale, params=cfg.clip_params,
-                         when=cfg.clip_when, solver=cfg.solver, alpha=cfg.alpha,
-                         k_max=cfg.k_max, sweeps=cfg.sweeps,
-                         transform_state=cfg.transform_state, every=cfg.every,
-                         strict=cfg.strict, max_drift=cfg.max_drift,
-                         rescale_steps=cfg.rescale_steps,
-                         options={"balance_weight": cfg.balance_weight,
-                                  "subsample": cfg.subsample})
+@dataclass
+class InvariantClipParams:
+    """``constraint.invclip``: the rescaling; the box is ``constraint.clip``'s, and each
+    solver's own options are in ``constraint.solvers.<solver>``."""
+    #: a registered rescaling solver: exact (eq. 7's minimiser) | paper (Algorithm 1) |
+    #: paper-guarded | function | output | balance | balance-box
+    solver: str = "exact"
+    #: passes over the hidden layers per rescaling
+    sweeps: int = 1
+    #: transform the optimizer's state consistently with the rescaling
+    transform_state: bool = False
+    #: rescale every k critic steps (clipping still happens every step)
+    every: int = 1
+    #: refuse critics with layers that break the invariance instead of skipping them
+    strict: bool = False
+    #: bound on each unit's accumulated |log d| (None: unbounded, as the paper)
+    max_drift: Optional[float] = None
+    #: rescale on the first N critic steps only, then clip alone (None: always); with
+    #: max_drift, plain clipping of a once-rebalanced critic (a control, not in the paper)
+    rescale_steps: Optional[int] = None
+
+    def validate(self) -> None:
+        SOLVERS.get(self.solver, "constraint.invclip.solver")
+        for key in ("sweeps", "every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be > 0 (got {getattr(self, key)})")
+        if self.max_drift is not None and not self.max_drift >= 0:
+            raise ValueError(f"max_drift must be >= 0 or null (got {self.max_drift})")
+        if self.rescale_steps is not None and self.rescale_steps < 0:
+            raise ValueError(f"rescale_steps must be >= 0 or null (got {self.rescale_steps})")
+
+
+@register("invclip", params=InvariantClipParams, uses=("clip",))
+def _build(critic: nn.Module, section) -> InvariantClip:
+    box, p = section.params("clip"), section.params("invclip")
+    solver = section.solver_params(p.solver)
+    options = dataclasses.asdict(solver) if solver is not None else {}
+    return InvariantClip(critic, box.bound, scale=box.scale, params=box.params, when=box.when,
+                         solver=p.solver, sweeps=p.sweeps, transform_state=p.transform_state,
+                         every=p.every, strict=p.strict, max_drift=p.max_drift,
+                         rescale_steps=p.rescale_steps, options=options)

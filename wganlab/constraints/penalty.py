@@ -12,6 +12,7 @@ training mode: it couples the samples, which is why WGAN-GP recommends layer nor
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -177,21 +178,56 @@ class R1Penalty(_Penalty):
 
 # ----------------------------------------------------------------------------- registry
 
-@register("gp")
-def _build_gp(critic: nn.Module, cfg) -> GradientPenalty:
-    return GradientPenalty(critic, cfg.gp_lambda)
+def _non_negative(obj, key: str) -> None:
+    if getattr(obj, key) < 0:
+        raise ValueError(f"{key} must be >= 0 (got {getattr(obj, key)})")
 
 
-@register("lp")
-def _build_lp(critic: nn.Module, cfg) -> LipschitzPenalty:
-    return LipschitzPenalty(critic, cfg.gp_lambda)
+@dataclass
+class PenaltyWeight:
+    """``constraint.gp`` / ``constraint.lp``: the penalty's weight (WGAN-GP: 10)."""
+    weight: float = 10.0
+
+    def validate(self) -> None:
+        _non_negative(self, "weight")
 
 
-@register("gp-adaptive")
-def _build_gp_adaptive(critic: nn.Module, cfg) -> AdaptiveGradientPenalty:
-    return AdaptiveGradientPenalty(critic, cfg.adaptive_max)
+@dataclass
+class R1Params:
+    """``constraint.r1``: gamma of gamma/2 * E||grad f(real)||^2."""
+    gamma: float = 10.0
+
+    def validate(self) -> None:
+        _non_negative(self, "gamma")
 
 
-@register("r1")
-def _build_r1(critic: nn.Module, cfg) -> R1Penalty:
-    return R1Penalty(critic, cfg.r1_gamma)
+@dataclass
+class AdaptiveParams:
+    """``constraint.gp-adaptive``: the largest weight the adaptive rule may reach."""
+    max_weight: float = 10.0
+
+    def validate(self) -> None:
+        _non_negative(self, "max_weight")
+
+
+_DRAWS = ("penalty", "draws_per_sample")
+
+
+@register("gp", params=PenaltyWeight, capabilities=_DRAWS)
+def _build_gp(critic: nn.Module, section) -> GradientPenalty:
+    return GradientPenalty(critic, section.params("gp").weight)
+
+
+@register("lp", params=PenaltyWeight, capabilities=_DRAWS)
+def _build_lp(critic: nn.Module, section) -> LipschitzPenalty:
+    return LipschitzPenalty(critic, section.params("lp").weight)
+
+
+@register("gp-adaptive", params=AdaptiveParams, capabilities=_DRAWS + ("rank_local",))
+def _build_gp_adaptive(critic: nn.Module, section) -> AdaptiveGradientPenalty:
+    return AdaptiveGradientPenalty(critic, section.params("gp-adaptive").max_weight)
+
+
+@register("r1", params=R1Params, capabilities=("penalty",))
+def _build_r1(critic: nn.Module, section) -> R1Penalty:
+    return R1Penalty(critic, section.params("r1").gamma)

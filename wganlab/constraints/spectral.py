@@ -1,6 +1,7 @@
 """Spectral normalisation (Miyato et al. 2018) through PyTorch's own parametrisation."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -78,6 +79,16 @@ class SpectralNorm(Constraint):
                 f"n_power_iterations={self.n_power_iterations})")
 
 
-@register("sn")
-def _build(critic: nn.Module, cfg) -> SpectralNorm:
-    return SpectralNorm(critic, cfg.sn_power_iterations)
+@dataclass
+class SpectralParams:
+    """``constraint.sn``: power iterations per forward pass."""
+    power_iterations: int = 1
+
+    def validate(self) -> None:
+        if self.power_iterations < 1:
+            raise ValueError(f"power_iterations must be > 0 (got {self.power_iterations})")
+
+
+@register("sn", params=SpectralParams, capabilities=("reparametrises",))
+def _build(critic: nn.Module, section) -> SpectralNorm:
+    return SpectralNorm(critic, section.params("sn").power_iterations)

@@ -14,7 +14,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..config import TOY_DATA, DataConfig
+from ..plugins import data_spec
+from ..config import DataConfig
 from .idx import DataError, find_idx_pair, load_idx_folder, parse_idx, read_idx
 from .toy import mixture_centers, sample_toy
 
@@ -76,7 +77,7 @@ def load_images(cfg: DataConfig, split: str = "train") -> ImageSet:
         perm = np.random.RandomState(1234).permutation(len(x))
         idx = perm[MNIST5K_TEST:] if split == "train" else perm[:MNIST5K_TEST]
         x, y = x[np.sort(idx)], y[np.sort(idx)]
-    elif cfg.name in TOY_DATA:
+    elif data_spec(cfg.name).toy:
         raise DataError(f"data.name={cfg.name} is a 2-D toy distribution, not images")
     else:
         if not cfg.dir:
@@ -96,7 +97,7 @@ def fingerprint(cfg: DataConfig) -> dict[str, Any]:
     and each file's name, size and sha256 of its first 16 MiB, so that a resume can tell it is
     reading the files the run was trained on; for the embedded and toy data their name (they
     ship with the code)."""
-    if cfg.name == "mnist5k" or cfg.name in TOY_DATA or not cfg.dir:
+    if cfg.name == "mnist5k" or data_spec(cfg.name).toy or not cfg.dir:
         return {"name": cfg.name}
     files = {}
     for path in find_idx_pair(cfg.dir, "train"):
@@ -173,7 +174,7 @@ class ToyStream:
 def make_stream(cfg: DataConfig, seed: int, rank: int = 0, world: int = 1,
                 images: Optional[ImageSet] = None):
     """The batch stream for a data config (loading the images unless given)."""
-    if cfg.name in TOY_DATA:
+    if data_spec(cfg.name).toy:
         return ToyStream(cfg.name, cfg.batch_size, seed, cfg.toy_std, rank, world)
     images = images if images is not None else load_images(cfg, "train")
     return BatchStream(images.images, cfg.batch_size, seed, rank, world)

@@ -9,7 +9,8 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from ..config import TOY_DATA, DataConfig
+from ..plugins import data_spec
+from ..config import DataConfig
 from ..data import load_images
 from .evaluator import Evaluator, evaluator_for
 from .images import RealReference, as_images, content_hash, real_reference, score_images
@@ -65,7 +66,7 @@ def evaluate(samples: Samples, data_cfg: DataConfig, n_samples: Optional[int] = 
     data. ``seed`` fixes the real toy sample and KID's subsets; ``cache`` overrides the cache
     folder. The first image evaluation of a data set trains and caches the classifier."""
     x = draw(samples, n_samples)
-    if data_cfg.name in TOY_DATA:
+    if data_spec(data_cfg.name).toy:
         return toy_metrics(x.reshape(len(x), -1), data_cfg.name, seed, data_cfg.toy_std)
     ev, real, shape = _prepare(data_cfg, len(x), cache)
     return score_images(as_images(x, torch.empty(0, *shape)), ev, real, seed)

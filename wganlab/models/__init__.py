@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import TOY_DATA, DataConfig, ModelConfig
+from ..plugins import data_spec
+from ..config import DataConfig, ModelConfig
 from .activations import ACTIVATIONS, GroupSort, make_activation
 from .dcgan import dcgan_critic, dcgan_generator
 from .mlp import mlp_critic, mlp_generator
@@ -23,7 +24,7 @@ def build_models(model: ModelConfig, data: DataConfig,
     (default ``model.activation``) is the critic's: ``auto`` keeps the architecture's own."""
     act = model.activation if activation is None else activation
     if model.name == "toy":
-        if data.name not in TOY_DATA:
+        if not data_spec(data.name).toy:
             raise ValueError(f"model.name=toy needs 2-D toy data, not data.name={data.name}")
         return (toy_generator(model.z_dim, 2, model.toy_hidden, model.toy_layers),
                 toy_critic(2, model.toy_hidden, model.toy_layers, act))

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, load_stored, read_yaml
 from ..errors import WganlabError, RunError  # noqa: F401
 from ..metrics.suite import evaluate, format_table, generator_sampler
 
@@ -26,7 +26,7 @@ def load_run_config(run_dir: str | Path) -> Config:
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run directory: it has no config.yaml")
     try:
-        return load_config(path)
+        return load_stored(read_yaml(path))
     except ConfigError as e:
         raise RunError(f"{path}: {e}") from None
 
@@ -85,7 +85,7 @@ def _state_from_file(path: Path, net: str) -> dict[str, torch.Tensor]:
 def load_net(run_dir: str | Path, cfg: Config, net: str = "generator",
              checkpoint: str | Path | None = None) -> nn.Module:
     """The run's generator or critic with its final weights (or a checkpoint's), in eval mode."""
-    from ..constraints import critic_activation
+    from ..constraints import build_constraint, critic_activation, has_capability
     from ..models import build_models
     generator, critic = build_models(cfg.model, cfg.data,
                                      critic_activation(cfg.model.activation, cfg.constraint))
@@ -95,10 +95,8 @@ def load_net(run_dir: str | Path, cfg: Config, net: str = "generator",
     if checkpoint is None and not path.is_file():
         raise RunError(f"{path} not found: the run has not finished; pass a checkpoint")
     state = _state_from_file(path, net)
-    if net == "critic" and any(".parametrizations." in k or k.startswith("parametrizations.")
-                               for k in state):
-        from ..constraints import build_constraint  # sn, bjorck, aol reparametrise the critic
-        build_constraint(module, cfg.constraint)
+    if net == "critic" and has_capability(cfg.constraint, "reparametrises"):
+        build_constraint(module, cfg.constraint)  # its parameters' names are the constraint's
     try:
         module.load_state_dict(state)
     except RuntimeError as e:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..config import TOY_DATA
+from ..plugins import data_spec
 from ..train.logger import read_metrics
 from .evaluate import RunError, load_net, load_run_config
 
@@ -125,7 +125,7 @@ def plot_toy(run_dir: str | Path, out: str | Path, checkpoint: str | Path | None
     plt = _plt()
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    if cfg.data.name not in TOY_DATA:
+    if not data_spec(cfg.data.name).toy:
         raise RunError(f"{run_dir} trains on {cfg.data.name}, not on 2-D toy data")
     generator = load_net(run_dir, cfg, "generator", checkpoint)
     critic = load_net(run_dir, cfg, "critic", checkpoint)
@@ -175,7 +175,7 @@ def run_plot(run_dirs: list[str | Path], out: str | Path | None = None,
     for d in dirs:
         cfg = load_run_config(d)
         has_weights = checkpoint is not None or (d / "critic.safetensors").is_file()
-        if cfg.data.name in TOY_DATA and has_weights:
+        if data_spec(cfg.data.name).toy and has_weights:
             name = "toy.png" if len(dirs) == 1 else f"toy-{d.name}.png"
             written.append(plot_toy(d, out_dir / name, checkpoint))
     return written

@@ -39,8 +39,9 @@ from ..models import toy_critic
 #: every constraint of wganlab, with invclip's exact solver unbounded and bounded
 CONSTRAINTS = ("clip", "invclip-exact", "invclip-bounded", "gp", "lp", "r1", "gp-adaptive",
                "sn", "bjorck", "aol", "none")
-VARIANTS = {"invclip-exact": {"name": "invclip", "solver": "exact"},
-            "invclip-bounded": {"name": "invclip", "solver": "exact", "max_drift": 0.1}}
+VARIANTS = {"invclip-exact": {"name": "invclip", "invclip": {"solver": "exact"}},
+            "invclip-bounded": {"name": "invclip",
+                                "invclip": {"solver": "exact", "max_drift": 0.1}}}
 #: the by-construction critics and the share of W1 they must reach on tasks (a)-(c)
 TARGET = 0.95
 

@@ -70,7 +70,7 @@ def _out_weights(ctx: SolveContext, ms: Tensor) -> Tensor:
     return ms.view(pair.units, *([1] * (w.dim() - 1)))
 
 
-@register_solver("function")
+@register_solver("function", capabilities=("uses_batch",))
 def function_solver(ctx: SolveContext) -> Tensor:
     fallback = exact_without_batch(ctx, "function")
     if fallback is not None:

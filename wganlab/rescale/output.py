@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -388,7 +389,21 @@ def _contrib_out(X: Tensor, D: Tensor, w: Tensor, l: float, grid: Tensor, m: int
     return Y.view(n, G, C, m).sum(3).permute(0, 2, 1).double()              # [n, C, G]
 
 
-@register_solver("output")
+@dataclass
+class OutputParams:
+    """``constraint.solvers.output``: weight of a cost on |log d| that keeps units' in/out
+    balance from drifting, and the samples of the batch its statistics use (None: 8)."""
+    balance_weight: float = 0.0
+    subsample: Optional[int] = None
+
+    def validate(self) -> None:
+        if self.balance_weight < 0:
+            raise ValueError(f"balance_weight must be >= 0 (got {self.balance_weight})")
+        if self.subsample is not None and self.subsample < 1:
+            raise ValueError(f"subsample must be > 0 or null (got {self.subsample})")
+
+
+@register_solver("output", params=OutputParams, capabilities=("uses_batch",))
 def output_solver(ctx: SolveContext) -> Tensor:
     """d per unit minimising the unit's first-order output change after clipping (module doc)."""
     fallback = exact_without_batch(ctx, "output")

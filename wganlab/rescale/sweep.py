@@ -1,13 +1,12 @@
 """The sweep: solve each hidden layer's scales and apply them, layer after layer (seed 001 §III).
 
-Solvers are looked up by name in :data:`SOLVERS`; a solver is a function of a
-:class:`SolveContext` (the pure ones in :mod:`.solvers` only read ``a``, ``b`` and the bounds).
-Add one with ``@register_solver("name")``; a solver living in ``wganlab.rescale.<name>`` is
-imported on first use, so a new file needs no edit here.
+Solvers are looked up by name in the registry :data:`wganlab.plugins.SOLVERS`; a solver is a
+function of a :class:`SolveContext` (the pure ones in :mod:`.solvers` only read ``a``, ``b``
+and the bounds). Add one with ``@register_solver("name", params=..., capabilities=...)``; a
+module of ``wganlab.rescale`` is discovered, so a new file needs no edit here.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,6 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..plugins import SOLVERS
 from . import solvers
 from .apply import incoming, outgoing, rescale_pair_
 from .discovery import UnitPair
@@ -67,39 +67,45 @@ def exact_without_batch(ctx: SolveContext, solver: str) -> Optional[Tensor]:
 
 
 SolverFn = Callable[[SolveContext], Tensor]
-SOLVERS: dict[str, SolverFn] = {}
 
 
-def register_solver(name: str):
-    """Decorator: ``@register_solver("mine")`` on a function ``(ctx: SolveContext) -> d [U]``."""
-    def deco(fn: SolverFn) -> SolverFn:
-        SOLVERS[name] = fn
-        return fn
-    return deco
+def register_solver(name: str, *, params: Optional[type] = None,
+                    capabilities: tuple[str, ...] = ()):
+    """Decorator: ``@register_solver("mine")`` on a function ``(ctx: SolveContext) -> d [U]``.
+    ``params``: a dataclass of its options (``constraint.solvers.<name>``; they reach the
+    solver as ``ctx.options``); ``capabilities``: ``uses_batch`` for data-weighted solvers."""
+    return SOLVERS.register(name, params=params, capabilities=capabilities)
 
 
 def get_solver(name: str) -> SolverFn:
     if name not in SOLVERS:
-        module = f"{__package__}.{name.replace('-', '_')}"
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-    if name not in SOLVERS:
         raise ValueError(f"unknown rescaling solver {name!r}; choose from "
-                         f"{', '.join(sorted(SOLVERS))}")
-    return SOLVERS[name]
+                         f"{', '.join(SOLVERS.names())}")
+    return SOLVERS.get(name).obj
 
 
-@register_solver("paper")
+@dataclass
+class PaperParams:
+    """``constraint.solvers.paper`` (and ``paper-guarded``): Algorithm 1's step factor and
+    its number of steps."""
+    alpha: float = 1.1
+    k_max: int = 5
+
+    def validate(self) -> None:
+        if self.alpha <= 1:
+            raise ValueError(f"alpha must be > 1 (got {self.alpha})")
+        if self.k_max < 1:
+            raise ValueError(f"k_max must be > 0 (got {self.k_max})")
+
+
+@register_solver("paper", params=PaperParams)
 def _paper(ctx: SolveContext) -> Tensor:
     return solvers.paper(ctx.a, ctx.b, ctx.l_in, ctx.l_out, ctx.options.get("alpha", 1.1),
                          ctx.options.get("k_max", 5), work=ctx.work,
                          sync_free=ctx.options.get("sync_free"))
 
 
-@register_solver("paper-guarded")
+@register_solver("paper-guarded", params=PaperParams)
 def _paper_guarded(ctx: SolveContext) -> Tensor:
     return solvers.paper_guarded(ctx.a, ctx.b, ctx.l_in, ctx.l_out,
                                  ctx.options.get("alpha", 1.1), ctx.options.get("k_max", 5),

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, upgrade_stored
 from ..errors import WganlabError, inside, CheckpointError  # noqa: F401
 from .guard import check_finite, first_nonfinite
 
@@ -447,7 +447,8 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any
 
 def check_resume_config(ckpt: Checkpoint, config: Config, *, force: bool = False) -> None:
     """Refuse to resume with a config that changes training (listing the keys), unless forced."""
-    diffs = [d for d in config_diff(ckpt.config, config.to_dict()) if d[0] not in RESUMABLE_KEYS]
+    diffs = [d for d in config_diff(upgrade_stored(ckpt.config), config.to_dict())
+             if d[0] not in RESUMABLE_KEYS]
     if not diffs:
         return
     listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs)

@@ -334,11 +334,7 @@ def uses_batch(constraint) -> bool:
     parts = getattr(constraint, "parts", None)
     if parts is not None:
         return any(uses_batch(p) for p in parts)
-    return getattr(constraint, "solver", None) in DATA_SOLVERS
-
-
-#: rescaling solvers whose result depends on the batch (wganlab.rescale: function, output)
-DATA_SOLVERS = ("function", "output")
+    return bool(getattr(constraint, "uses_batch", False))
 
 
 def main_value(value):

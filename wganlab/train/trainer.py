@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from ..config import TOY_DATA, Config, dump_config
+from ..plugins import data_spec
+from ..config import Config, dump_config
 from ..constraints import build_constraint, critic_activation
 from ..data import fingerprint, make_stream, sample_toy
 from ..errors import WganlabError, TrainingError  # noqa: F401
@@ -110,7 +111,7 @@ class Trainer:
         self.device = pick_device(device or tc.device)
         seed_everything(config.seed)
 
-        self.toy = config.data.name in TOY_DATA
+        self.toy = data_spec(config.data.name).toy
         #: the data files' identity, stored with checkpoints: a resume on others is refused
         self.data_fingerprint = fingerprint(config.data)
         self.stream = make_stream(config.data, config.seed, rank, world)
