@@ -11,6 +11,7 @@ import torch
 
 from ..config import TOY_DATA, DataConfig
 from ..data import load_images
+from ..models.mode import evaluating
 from .evaluator import Evaluator, evaluator_for
 from .images import RealReference, as_images, content_hash, real_reference, score_images
 from .toy import toy_metrics
@@ -75,20 +76,15 @@ def generator_sampler(generator: torch.nn.Module, z_dim: int, seed: int = 0,
                       batch_size: int = 1000) -> Callable[[int], torch.Tensor]:
     """``n -> samples`` from a generator with z ~ N(0, I) drawn from a private seeded generator
     (the same latents at every evaluation, the global RNG untouched), in eval mode (batch norm
-    uses its running statistics), restoring the module's mode afterwards."""
+    uses its running statistics), restoring each submodule's mode afterwards."""
     def sample(n: int) -> torch.Tensor:
         device = next(generator.parameters()).device
         g = torch.Generator().manual_seed(seed)
-        was_training = generator.training
-        generator.eval()
         out = []
-        try:
-            with torch.no_grad():
-                for s in range(0, n, batch_size):
-                    z = torch.randn(min(batch_size, n - s), z_dim, generator=g)
-                    out.append(generator(z.to(device)).float().cpu())
-        finally:
-            generator.train(was_training)
+        with evaluating(generator), torch.no_grad():
+            for s in range(0, n, batch_size):
+                z = torch.randn(min(batch_size, n - s), z_dim, generator=g)
+                out.append(generator(z.to(device)).float().cpu())
         return torch.cat(out)
     return sample
 
