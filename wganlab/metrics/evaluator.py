@@ -14,7 +14,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,6 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
+
+from ..atomic import atomic_write, atomic_write_json
+from ..models.mode import evaluating
 
 #: bump when the architecture or the training recipe changes: old caches are then ignored
 RECIPE_VERSION = "cnn1"
@@ -85,19 +87,18 @@ class Evaluator:
     def embed(self, images: torch.Tensor, batch_size: int = 2000
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Penultimate features (N, 128) and class probabilities (N, K) of images in [-1, 1]."""
-        self.net.eval()
         feats, probs = [], []
-        for s in range(0, len(images), batch_size):
-            x = images[s:s + batch_size].float()
-            f = self.net.features(x)
-            feats.append(f)
-            probs.append(self.net.head(f).softmax(1))
+        with evaluating(self.net):
+            for s in range(0, len(images), batch_size):
+                x = images[s:s + batch_size].float()
+                f = self.net.features(x)
+                feats.append(f)
+                probs.append(self.net.head(f).softmax(1))
         return torch.cat(feats), torch.cat(probs)
 
 
 def _accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    net.eval()
-    with torch.no_grad():
+    with evaluating(net), torch.no_grad():
         pred = torch.cat([net(images[s:s + 2000]).argmax(1)
                           for s in range(0, len(images), 2000)])
     return float((pred == labels).float().mean())
@@ -148,43 +149,60 @@ def _paths(directory: Path, data_hash: str) -> tuple[Path, Path]:
     return directory / f"{stem}.safetensors", directory / f"{stem}.json"
 
 
-def atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+# ----------------------------------------------------------------------------- cache files
+# A cache entry is a safetensors file plus a JSON sidecar holding its sha256 and what describes
+# it (the evaluator's weights here, the real statistics in images.py).
+
+def save_entry(path: Path, sidecar: Path, tensors: dict[str, torch.Tensor],
+               meta: dict) -> str:
+    """``tensors`` to ``path``, then ``meta`` and their sha256 to ``sidecar``, each atomically
+    (a reader sees a sidecar only once its file is whole). Returns the sha256."""
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    sha = sha256_file(path)
+    atomic_write_json(sidecar, {"sha256": sha, **meta})
+    return sha
 
 
-def _load_cached(weights: Path, sidecar: Path, data_hash: str, n_classes: int,
-                 channels: int) -> Evaluator:
-    """The cached evaluator, or ValueError saying what is wrong with the cache files."""
+def read_sidecar(sidecar: Path, keys: tuple[str, ...] = ()) -> dict:
+    """A sidecar's JSON object, checked to hold ``sha256`` and ``keys``; else ValueError."""
     try:
         meta = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"sidecar {sidecar} is unreadable: {e}") from None
     if not isinstance(meta, dict):
         raise ValueError(f"sidecar {sidecar} is not a JSON object")
-    for key in ("sha256", "accuracy", "data_hash", "recipe", "n_classes"):
+    for key in ("sha256", *keys):
         if key not in meta:
             raise ValueError(f"sidecar {sidecar} lacks the key {key!r}")
+    return meta
+
+
+def load_entry(path: Path, sidecar: Path, meta: dict) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of ``path`` and its sha256, once it matches the sha256 in ``meta`` (read
+    from ``sidecar``); else ValueError saying what is wrong."""
+    if not path.is_file():
+        raise ValueError(f"{path} is missing")
+    sha = sha256_file(path)
+    if sha != meta["sha256"]:
+        raise ValueError(f"{path} does not match the sha256 in {sidecar} (truncated or corrupted)")
+    try:
+        return load_file(path), sha
+    except Exception as e:  # noqa: BLE001 - any failure means the file cannot be trusted
+        raise ValueError(f"{path} cannot be loaded: {e}") from None
+
+
+def _load_cached(weights: Path, sidecar: Path, data_hash: str, n_classes: int,
+                 channels: int) -> Evaluator:
+    """The cached evaluator, or ValueError saying what is wrong with the cache files."""
+    meta = read_sidecar(sidecar, ("accuracy", "data_hash", "recipe", "n_classes"))
     if meta["data_hash"] != data_hash or meta["recipe"] != RECIPE_VERSION:
         raise ValueError(f"sidecar {sidecar} describes another data set or recipe")
     if meta["n_classes"] != n_classes:
         raise ValueError(f"sidecar {sidecar} has {meta['n_classes']} classes, data has {n_classes}")
-    if not weights.is_file():
-        raise ValueError(f"weights file {weights} is missing")
-    sha = sha256_file(weights)
-    if sha != meta["sha256"]:
-        raise ValueError(f"weights file {weights} does not match the sha256 in {sidecar} "
-                         "(truncated or corrupted)")
+    state, sha = load_entry(weights, sidecar, meta)
     net = EvaluatorNet(n_classes, channels)
     try:
-        net.load_state_dict(load_file(weights), strict=True)
+        net.load_state_dict(state, strict=True)
     except Exception as e:  # noqa: BLE001 - any failure means the file cannot be trusted
         raise ValueError(f"weights file {weights} cannot be loaded: {e}") from None
     net.eval()
@@ -220,12 +238,10 @@ def get_evaluator(train_images: torch.Tensor, train_labels: torch.Tensor,
     acc = _accuracy(net, test_images, test_labels)
     seconds = time.perf_counter() - t0
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    atomic_write(weights, lambda tmp: save_file(state, tmp))
-    sha = sha256_file(weights)
-    meta = {"sha256": sha, "accuracy": acc, "data_hash": data_hash, "recipe": RECIPE_VERSION,
+    meta = {"accuracy": acc, "data_hash": data_hash, "recipe": RECIPE_VERSION,
             "n_classes": n_classes, "steps": steps, "n_train": len(train_images),
             "n_test": len(test_images), "train_seconds": round(seconds, 1)}
-    atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    sha = save_entry(weights, sidecar, state, meta)
     if verbose:
         print(f"[wganlab] evaluator trained in {seconds:.0f} s, held-out accuracy "
               f"{100 * acc:.2f} %", file=sys.stderr, flush=True)
@@ -251,4 +267,5 @@ def evaluator_for(train, test, directory: str | Path | None = None,
 
 
 __all__ = ["Evaluator", "EvaluatorNet", "get_evaluator", "evaluator_for", "train_classifier",
-           "cache_dir", "clear_memory_cache", "RECIPE_VERSION", "DEFAULT_STEPS"]
+           "cache_dir", "clear_memory_cache", "save_entry", "read_sidecar", "load_entry",
+           "RECIPE_VERSION", "DEFAULT_STEPS"]

@@ -13,7 +13,6 @@ periodic evaluation only embeds and compares the generated images.
 """
 from __future__ import annotations
 
-import json
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from . import features as ft
-from .evaluator import Evaluator, atomic_write, cache_dir, evaluator_for, sha256_file
+from .evaluator import (Evaluator, cache_dir, evaluator_for, load_entry, read_sidecar,
+                        save_entry)
 
 #: k of the k-NN manifolds (Kynkäänniemi et al. 2019)
 PR_K = 3
@@ -124,26 +123,22 @@ def real_reference(train, test, evaluator: Evaluator, n: int,
         real = _build_reference(train, test, evaluator, n)
         tensors = {"feats": real.feats.contiguous(), "radii": real.radii.contiguous(),
                    "class_hist": real.class_hist.contiguous()}
-        atomic_write(path, lambda tmp: save_file(tensors, tmp))
-        meta = {"sha256": sha256_file(path), "ref": real.ref}
-        atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+        save_entry(path, sidecar, tensors, {"ref": real.ref})
     _MEMORY[key] = real
     return real
 
 
 def _load_reference(path: Path, sidecar: Path) -> RealReference:
+    meta = read_sidecar(sidecar, ("ref",))
     try:
-        meta = json.loads(sidecar.read_text())
-        sha, ref = meta["sha256"], {k: float(v) for k, v in meta["ref"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"sidecar {sidecar} is unreadable: {e}") from None
-    if not path.is_file() or sha256_file(path) != sha:
-        raise ValueError(f"{path} is missing or does not match the sha256 in {sidecar}")
+        ref = {k: float(v) for k, v in meta["ref"].items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"sidecar {sidecar} holds no reference values: {e}") from None
+    t, _ = load_entry(path, sidecar, meta)
     try:
-        t = load_file(path)
         feats, radii, hist = t["feats"], t["radii"], t["class_hist"]
-    except Exception as e:  # noqa: BLE001 - an unreadable cache is recomputed
-        raise ValueError(f"{path} cannot be loaded: {e}") from None
+    except KeyError as e:
+        raise ValueError(f"{path} lacks the tensor {e}") from None
     mu, cov = ft.feature_stats(feats)
     return RealReference(feats, radii, mu, cov, hist, ref)
 

@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..models.mode import evaluating
+
 #: inside the sqrt of the gradient norm: d||g||/dg = g/||g|| is 0/0 = NaN at g = 0
 NORM_EPS = 1e-12
 
@@ -176,14 +178,12 @@ def lipschitz_diagnostics(critic: nn.Module, real: torch.Tensor, fake: torch.Ten
       ``lipschitz/spectral_product``: see :func:`spectral_product`.
 
     Runs the critic in eval mode (the deterministic function; spectral norm's power iteration
-    does not advance) and restores its mode. Uses its own random generator seeded with
-    ``seed``, so calling it does not change the training run's random stream. Leaves the
+    does not advance) and restores each submodule's mode. Uses its own random generator seeded
+    with ``seed``, so calling it does not change the training run's random stream. Leaves the
     parameters' ``.grad`` untouched. If ``real`` and ``fake`` differ in size, interpolates
     pair the first ``min`` of each.
     """
-    was_training = critic.training
-    critic.eval()
-    try:
+    with evaluating(critic):
         real, fake = real.detach(), fake.detach()
         n = min(real.shape[0], fake.shape[0])
         if n == 0:
@@ -207,5 +207,3 @@ def lipschitz_diagnostics(critic: nn.Module, real: torch.Tensor, fake: torch.Ten
         out["lipschitz/spectral_product"] = spectral_product(
             critic, shapes, iterations=power_iterations, generator=gen)
         return out
-    finally:
-        critic.train(was_training)

@@ -12,8 +12,10 @@ import torch
 from ..plugins import data_spec
 from ..config import DataConfig
 from ..data import load_images
+from ..models.mode import evaluating
 from .evaluator import Evaluator, evaluator_for
 from .images import RealReference, as_images, content_hash, real_reference, score_images
+from .meta import BOOKKEEPING, METRICS, REFERENCES, reference_key
 from .toy import toy_metrics
 
 Samples = Union[torch.Tensor, Callable[[int], torch.Tensor]]
@@ -76,42 +78,23 @@ def generator_sampler(generator: torch.nn.Module, z_dim: int, seed: int = 0,
                       batch_size: int = 1000) -> Callable[[int], torch.Tensor]:
     """``n -> samples`` from a generator with z ~ N(0, I) drawn from a private seeded generator
     (the same latents at every evaluation, the global RNG untouched), in eval mode (batch norm
-    uses its running statistics), restoring the module's mode afterwards."""
+    uses its running statistics), restoring each submodule's mode afterwards."""
     def sample(n: int) -> torch.Tensor:
         device = next(generator.parameters()).device
         g = torch.Generator().manual_seed(seed)
-        was_training = generator.training
-        generator.eval()
         out = []
-        try:
-            with torch.no_grad():
-                for s in range(0, n, batch_size):
-                    z = torch.randn(min(batch_size, n - s), z_dim, generator=g)
-                    out.append(generator(z.to(device)).float().cpu())
-        finally:
-            generator.train(was_training)
+        with evaluating(generator), torch.no_grad():
+            for s in range(0, n, batch_size):
+                z = torch.randn(min(batch_size, n - s), z_dim, generator=g)
+                out.append(generator(z.to(device)).float().cpu())
         return torch.cat(out)
     return sample
 
 
 # ----------------------------------------------------------------------------- printing
 
-#: key: (description, which way is better, reference key)
-DESCRIPTIONS = {
-    "w1": ("exact W1 to a real sample", "lower", "w1_baseline"),
-    "modes_hit": ("modes hit", "higher", "modes_hit_ref"),
-    "high_quality": ("share of samples within 3 sigma of a mode", "higher", "high_quality_ref"),
-    "mode_kl": ("KL(mode histogram || uniform)", "lower", "mode_kl_ref"),
-    "fd": ("Fréchet distance, classifier features", "lower", "fd_ref"),
-    "kid": ("KID (unbiased MMD^2, cubic kernel)", "lower", "kid_ref"),
-    "precision": ("precision (k=3 NN manifold)", "higher", "precision_ref"),
-    "recall": ("recall (k=3 NN manifold)", "higher", "recall_ref"),
-    "coverage": ("classes made >= half as often as real", "higher", "coverage_ref"),
-    "class_kl": ("KL(generated || real class histogram)", "lower", "class_kl_ref"),
-    "is": ("classifier score (IS analogue, max = #classes)", "higher", "is_ref"),
-    "classifier_acc": ("evaluator held-out accuracy", "", None),
-}
-_HIDDEN = {"kid_std", "kid_std_ref", "modes_total", "n", "real_n", "ref_n"}
+#: bookkeeping keys and their references: shown beside a metric's value, never as a row
+_HIDDEN = BOOKKEEPING | {"kid_std_ref"}
 
 
 def _fmt(v: float) -> str:
@@ -127,12 +110,13 @@ def _fmt(v: float) -> str:
 def format_table(results: dict[str, float]) -> str:
     """A plain-text table: metric, value, the real-data reference, which way is better."""
     vals = {k.removeprefix("eval/"): v for k, v in results.items()}
-    refs = {d[2] for d in DESCRIPTIONS.values() if d[2]}
     rows = [("metric", "value", "real ref", "better", "")]
     for key, v in vals.items():
-        if key in refs or key in _HIDDEN or (key.endswith("_ref") and key[:-4] in vals):
+        if key in REFERENCES or key in _HIDDEN or (key.endswith("_ref") and key[:-4] in vals):
             continue
-        desc, better, ref_key = DESCRIPTIONS.get(key, ("", "", key + "_ref"))
+        info = METRICS.get(key)
+        desc, better = (info.description, info.better) if info else ("", "")
+        ref_key = reference_key(key)
         value, ref = _fmt(v), _fmt(vals.get(ref_key)) if ref_key in vals else "-"
         if key == "kid" and "kid_std" in vals:
             value += f" ± {_fmt(vals['kid_std'])}"
