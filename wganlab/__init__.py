@@ -1,5 +1,5 @@
 """wganlab: Wasserstein GANs with pluggable Lipschitz constraints, built around
-invariance-aware weight clipping (Massart, "Improving weight clipping in Wasserstein GANs").
+invariance-aware weight clipping (Massart 2022, "Improving weight clipping in Wasserstein GANs").
 
 Drop-in use in a plain PyTorch loop::
 

@@ -46,7 +46,7 @@ class WeightClip(Constraint):
     """Clamp every selected critic parameter to ``[-l, l]``, with ``l`` per layer.
 
     ``clip``: a float for every Linear/Conv layer or a list, one per layer in order.
-    ``scale="fan_in"`` divides each by sqrt(fan_in) (seed 001's choice).
+    ``scale="fan_in"`` divides each by sqrt(fan_in) (Massart 2022's choice).
     ``when="after"`` clips after each optimizer step (default); ``"before"`` clips before each
     critic forward pass, as the original WGAN code does (the last step's update then reaches
     the generator step unclipped).

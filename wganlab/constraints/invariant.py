@@ -1,4 +1,4 @@
-"""Invariance-aware weight clipping (seed 001, Algorithm 2): after the optimizer step, move the
+"""Invariance-aware weight clipping (Massart 2022, Algorithm 2): after the optimizer step, move the
 critic along its invariant curves (per-unit rescaling, the function unchanged) towards the
 clipping box, then clip. The maths lives in :mod:`wganlab.rescale`; this is the thin object the
 trainer (or anyone's plain loop) calls::

@@ -1,5 +1,6 @@
 """Gradient penalties on the critic: WGAN-GP (``gp``), WGAN-LP (``lp``), R1 (``r1``) and the
-dynamically weighted GP of seed 002 (``gp-adaptive``).
+dynamically weighted GP of Anon. 2025 (the unsigned article "How can Wasserstein GAN critic
+training be made unambiguous?") (``gp-adaptive``).
 
 The maths are small pure functions: the three per-sample terms here, and the sampling and
 gradient helpers (``interpolate``, ``input_grads``, ``grad_norms``, with the eps inside the
@@ -119,15 +120,15 @@ class LipschitzPenalty(GradientPenalty):
 
 
 class AdaptiveGradientPenalty(GradientPenalty):
-    """WGAN-GP with the weight set each step from the measured penalty (seed 002, example 3).
+    """WGAN-GP with the weight set each step from the measured penalty (Anon. 2025, example 3).
 
     The rule, precisely: with ``P = E[(||grad f(x_hat)|| - 1)^2]`` measured on this step's
     interpolates, the loss term is ``w * P`` where ``w = clamp(P, 0, max_weight)`` is
     **detached** (a constant for backprop). So the gradient is ``w * dP``: a badly violated
-    constraint is pushed back hard (up to ``max_weight``, = ``cfg.adaptive_max``, 10 as in the
-    seed), a nearly satisfied one is left almost free (``w -> 0`` as ``P -> 0``).
+    constraint is pushed back hard (up to ``max_weight``, = ``cfg.adaptive_max``, 10 as in that
+    article), a nearly satisfied one is left almost free (``w -> 0`` as ``P -> 0``).
 
-    Why detached: the seed's TensorFlow code does not stop the gradient, so there the term is
+    Why detached: the article's TensorFlow code does not stop the gradient, so there the term is
     ``P^2`` below the cap — a different (quartic in the slope) penalty whose "weight" is not a
     weight. Detaching keeps the term a weighted GP, and the logged ``penalty/gp-adaptive_weight``
     is exactly the factor applied. The lower bound 0 is inert (P >= 0). ``gp_lambda`` is not
@@ -149,8 +150,8 @@ class AdaptiveGradientPenalty(GradientPenalty):
 
 
 class R1Penalty(_Penalty):
-    """R1 (Mescheder et al. 2018, seed 002): ``gamma/2 * E_real ||grad_x f(x)||^2``, on real
-    samples only (fakes are ignored).
+    """R1 (Mescheder et al. 2018; Anon. 2025, example 2): ``gamma/2 * E_real ||grad_x f(x)||^2``,
+    on real samples only (fakes are ignored).
 
     Default optimizer: RMSProp lr 1e-4, the setting of the R1 paper's experiments (its
     GAN_stability configs: RMSProp, lr 1e-4, gamma 10). Diagnostics: ``penalty/r1`` (the

@@ -1,8 +1,9 @@
 """Pairs of distributions whose Wasserstein-1 distance is known, the yardstick of a critic's
 W1 estimate (``wganlab w1bench``).
 
-- ``lines-θ``: seed 003's parallel lines P0 = (0, Z), Pθ = (θ, Z), Z ~ U[0, 1]: W1 = |θ|
-  (move every point sideways; nothing cheaper exists since the first coordinates differ by θ).
+- ``lines-θ``: the parallel lines of Angermann n.d. (WGAN lecture slides) P0 = (0, Z),
+  Pθ = (θ, Z), Z ~ U[0, 1]: W1 = |θ| (move every point sideways; nothing cheaper exists since
+  the first coordinates differ by θ).
 - ``gauss-shift``, ``gauss-scale``: N(0, 1) vs N(μ, σ²) in 1-D, where W1 = ∫₀¹ |F⁻¹(u) − G⁻¹(u)| du
   (the monotone coupling is optimal on the line), by numerical quadrature.
 - ``sphere-128``: a point mass at the origin vs the uniform distribution on the unit sphere of

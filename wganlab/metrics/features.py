@@ -98,7 +98,7 @@ def kid(x: Array, y: Array, subsets: int = 100, subset_size: int = 1000,
     (mean, sample std over subsets). Unbiased, so two samples of one distribution give ~0 at
     any size (negative values are possible and are kept). Subsets hold at most half of the
     smaller set (all of it when ``subsets`` is 1), drawn from a private generator seeded with
-    ``seed`` (the global RNG is untouched). float32 by default (2x faster; the sums' relative
+    ``seed`` (the global RNG is untouched). float32 by default (faster; the sums' relative
     error stays near 1e-6, far below KID's subset-to-subset spread), float64 when ``exact``.
 
     Not torchmetrics' ``KernelInceptionDistance`` module: it draws its subsets from the global

@@ -90,7 +90,7 @@ _HASHES: dict[int, tuple] = {}  # id(images tensor) -> (weak reference, version,
 
 
 def content_hash(images) -> str:
-    """``ImageSet.content_hash()`` remembered per tensor (hashing 60,000 images takes ~1.5 s);
+    """``ImageSet.content_hash()`` remembered per tensor (rehashing each evaluation wastes time);
     an in-place change of the tensor (its version counter) forces a new hash."""
     version = (images.images._version, images.labels._version, len(images))
     hit = _HASHES.get(id(images.images))

@@ -1,4 +1,4 @@
-"""Table II of seed 001: the DCGAN critic and generator for 32x32 images."""
+"""Table II of Massart 2022: the DCGAN critic and generator for 32x32 images."""
 from __future__ import annotations
 
 from torch import nn

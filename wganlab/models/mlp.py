@@ -1,4 +1,4 @@
-"""Table I of seed 001: the MLP critic and generator for 32x32 images."""
+"""Table I of Massart 2022: the MLP critic and generator for 32x32 images."""
 from __future__ import annotations
 
 from torch import nn

@@ -5,7 +5,7 @@ entering unit i (its weight row / filter and its bias: under the rescaling they 
 ``b`` [U, ...] those leaving it (a column of the next weight, or H*W of them after a flatten;
 they become b*d); ``l_in``/``l_out`` are the clipping bounds of the two layers. Any trailing
 shape and strides are accepted, so a transposed view of the next layer's weight needs no copy.
-Eq. (7) of seed 001, separable per unit:
+Eq. (7) of Massart 2022, separable per unit:
 
     F_i(d) = sum_j [a_ij/d - l_in]_+^2 + sum_k [b_ik*d - l_out]_+^2
 
@@ -94,7 +94,7 @@ def box_distance2(a: Tensor, b: Tensor, l_in: float, l_out: float,
 
 def paper(a: Tensor, b: Tensor, l_in: float, l_out: float, alpha: float = 1.1,
           k_max: int = 5, work: Work = None, sync_free: Optional[bool] = None) -> Tensor:
-    """Algorithm 1 of seed 001 exactly as printed, vectorised over units.
+    """Algorithm 1 of Massart 2022 exactly as printed, vectorised over units.
 
     As printed: D starts at alpha (1/alpha where the outgoing side violates more); then, while
     k <= k_max (k_max + 1 rounds), D is multiplied (divided) by alpha as long as the side that

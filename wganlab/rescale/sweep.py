@@ -1,4 +1,5 @@
-"""The sweep: solve each hidden layer's scales and apply them, layer after layer (seed 001 §III).
+"""The sweep: solve each hidden layer's scales and apply them, layer after layer
+(Massart 2022, §III).
 
 Solvers are looked up by name in the registry :data:`wganlab.plugins.SOLVERS`; a solver is a
 function of a :class:`SolveContext` (the pure ones in :mod:`.solvers` only read ``a``, ``b``

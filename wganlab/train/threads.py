@@ -2,7 +2,7 @@
 
 PyTorch's default, one thread per core, assumes the machine is otherwise idle. When another
 process keeps a core busy, a run's threads wait for each other at every operation and the run
-becomes 1.5-15x slower than on one thread (benchmarks/results/threads.json). ``auto`` takes
+becomes several times slower than on one thread (benchmarks/results/threads.json). ``auto`` takes
 only the cores idle when the run starts, and one thread for the toy models, whose operations
 are too small to split; the measured table is in README ("Threads").
 """
