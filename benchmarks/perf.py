@@ -58,8 +58,8 @@ BOUNDS = {"mlp": [0.035, 0.045, 0.0625], "dcgan": [0.05, 0.008, 0.006, 0.004]}
 #: name -> constraint config keys
 CONSTRAINTS = {
     "clip": {"name": "clip"},
-    "invclip-paper": {"name": "invclip", "solver": "paper"},
-    "invclip-exact": {"name": "invclip", "solver": "exact"},
+    "invclip-paper": {"name": "invclip", "invclip": {"solver": "paper"}},
+    "invclip-exact": {"name": "invclip", "invclip": {"solver": "exact"}},
     "gp": {"name": "gp"},
     "sn": {"name": "sn"},
 }
@@ -148,7 +148,8 @@ class Bare:
     def __init__(self, model: str, constraint: str, images: torch.Tensor, seed: int = 0):
         torch.manual_seed(seed)
         self.G, self.C = build_models(ModelConfig(name=model), DataConfig(name="mnist5k"))
-        cfg = ConstraintConfig(clip=BOUNDS[model], **CONSTRAINTS[constraint])
+        cfg = ConstraintConfig.from_raw({"clip": {"bound": BOUNDS[model]},
+                                         **CONSTRAINTS[constraint]})
         self.proj = build_constraint(self.C, cfg)
         spec = resolve_optimizer(OptimizerConfig(), self.proj.default_optimizer)
         self.opt_c = make_optimizer(self.C, spec)
@@ -237,7 +238,7 @@ def trainer_config(model: str, constraint: str, generator_steps: int):
             f"train.generator_steps={generator_steps}", f"train.n_critic={N_CRITIC}",
             "train.warmup_generator_steps=0", "train.log_every=10", "train.tensorboard=false",
             "train.progress=false", "train.sample_every=100000", "train.threads=1",
-            "train.diagnostics_every=0", f"constraint.clip={BOUNDS[model]}",
+            "train.diagnostics_every=0", f"constraint.clip.bound={BOUNDS[model]}",
             *(f"constraint.{k}={v}" for k, v in keys.items())]
     return load_config(None, sets)
 
