@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..errors import WganlabError, inside, CheckpointError  # noqa: F401
+from ..errors import WganlabError, inside, CheckpointError, TrainingError  # noqa: F401
 from .guard import check_finite, first_nonfinite
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -677,7 +677,7 @@ class Checkpointer:
         """Check every value is finite, then write this step's checkpoint and prune old ones."""
         t = self.trainer
         g = t.generator_step
-        check_finite(t, "checkpoint")
+        check_finite(t, "checkpoint", self.last_path)
         if not t.is_main:
             return None
         if self.last_step == g and best is None:
@@ -686,7 +686,6 @@ class Checkpointer:
         bad = first_nonfinite({k: state.get(k) for k in ("opt_generator", "opt_critic",
                                                           "constraint")})
         if bad is not None:
-            from .trainer import TrainingError
             net = "generator" if bad.startswith("opt_generator") else "critic"
             raise TrainingError(f"non-finite optimizer/constraint state {bad} of the {net} at "
                                 f"generator step {g}; the run diverged and stops (no checkpoint "

@@ -143,7 +143,8 @@ class Trainer:
                              tc.budget_cpu_seconds)
         #: extra callbacks run at each log step: fn(trainer, record) -> None (eval, checkpoints)
         self.callbacks: list[Callable[["Trainer", dict[str, Any]], None]] = []
-        self._last: dict[str, torch.Tensor] = {}
+        #: the last steps' losses as tensors, read back to the host only at log steps
+        self.last_losses: dict[str, torch.Tensor] = {}
         self._last_eval_time, self._last_eval_step = 0.0, -1
         #: checkpoint schedule, resume bookkeeping, SIGINT/SIGTERM (see checkpoint.py)
         self.checkpoints = Checkpointer(self)
@@ -192,10 +193,10 @@ class Trainer:
         self.constraint.observe(self._dist.global_batch(batch) if self._observe_global else batch)
         self.constraint.step(self.opt_critic, diagnose=diagnose)
         self.critic_step += 1
-        self._last["w_estimate"] = w_estimate.detach()
-        self._last["loss_critic"] = loss.detach()
+        self.last_losses["w_estimate"] = w_estimate.detach()
+        self.last_losses["loss_critic"] = loss.detach()
         if penalty is not None:
-            self._last["penalty"] = penalty.detach()
+            self.last_losses["penalty"] = penalty.detach()
         if diagnose:
             self._last_batch = (real, fake)
 
@@ -211,7 +212,7 @@ class Trainer:
         self._dist.after_generator_step()
         self.critic.requires_grad_(True)
         self.generator_step += 1
-        self._last["loss_generator"] = loss.detach()
+        self.last_losses["loss_generator"] = loss.detach()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -323,8 +324,8 @@ class Trainer:
             "wall_time": round(self.clock.wall(), 4),
             "cpu_time": round(self.clock.cpu(), 4),
         }
-        self._dist.mean_(self._last)  # the global batch's values (a no-op with one process)
-        for k, v in self._last.items():
+        self._dist.mean_(self.last_losses)  # the global batch's values (a no-op with one process)
+        for k, v in self.last_losses.items():
             record[k] = float(v)
         record.update(self.constraint.diagnostics())
         every = self.config.train.diagnostics_every
@@ -332,7 +333,8 @@ class Trainer:
         if every and batch is not None and self.generator_step % every == 0:
             with self.clock:
                 record.update(lipschitz_diagnostics(self.critic, *batch))
-        check_finite(self)  # weights, gradients, losses: one sync (guard.py)
+        # weights, gradients, losses: one sync (guard.py)
+        check_finite(self, last_checkpoint=self.checkpoints.last_path)
         self._dist.check_replicas(self.generator, self.critic)
         self._check_finite(record)
         if self.is_main:
@@ -379,7 +381,7 @@ class Trainer:
     def save_final(self) -> None:
         """The final weights as safetensors under the run directory, never non-finite ones
         (a run that stops inside a generator step has had no checkpoint check since)."""
-        check_finite(self, "final")
+        check_finite(self, "final", self.checkpoints.last_path)
         if not self.is_main:
             return
         from safetensors.torch import save_file
