@@ -26,7 +26,7 @@ from ..data import fingerprint, make_stream, sample_toy
 from ..errors import WganlabError, TrainingError  # noqa: F401
 from ..metrics.lipschitz import lipschitz_diagnostics
 from ..models import build_models
-from .checkpoint import Checkpointer
+from .checkpoint_schedule import Checkpointer
 from .distributed import Replicas, uses_batch
 from .guard import check_finite
 from .images import image_grid, save_image_grid, save_toy_scatter
@@ -146,7 +146,7 @@ class Trainer:
         #: the last steps' losses as tensors, read back to the host only at log steps
         self.last_losses: dict[str, torch.Tensor] = {}
         self._last_eval_time, self._last_eval_step = 0.0, -1
-        #: checkpoint schedule, resume bookkeeping, SIGINT/SIGTERM (see checkpoint.py)
+        #: checkpoint schedule, resume bookkeeping, SIGINT/SIGTERM (checkpoint_schedule.py)
         self.checkpoints = Checkpointer(self)
 
     # ------------------------------------------------------------------ schedule
