@@ -18,9 +18,9 @@ from .checkpoint_format import (FILES, FORMAT, MANIFEST, MAX_JSON_BYTES, MAX_JSO
                                 flatten_state, list_checkpoints, load_checkpoint,
                                 save_checkpoint, step_dir_name, unflatten_state)
 from .checkpoint_schedule import BEST_JSON, Checkpointer, CheckpointedRun, RunInterrupted
-from .resuming import (RESUMABLE_KEYS, Restorable, check_resume_config, check_resume_data,
-                       config_diff, find_checkpoint, latest_checkpoint, read_metrics_upto,
-                       restore, resume, resume_config)
+from .resuming import (RESUMABLE_KEYS, Restorable, check_in_place, check_resume,
+                       check_resume_config, check_resume_data, config_diff, find_checkpoint,
+                       latest_checkpoint, read_metrics_upto, restore, resume, resume_config)
 
 __all__ = [
     "CheckpointError",
@@ -31,7 +31,7 @@ __all__ = [
     # schedule
     "BEST_JSON", "Checkpointer", "CheckpointedRun", "RunInterrupted",
     # resuming
-    "RESUMABLE_KEYS", "Restorable", "check_resume_config", "check_resume_data", "config_diff",
-    "find_checkpoint", "latest_checkpoint", "read_metrics_upto", "restore", "resume",
-    "resume_config",
+    "RESUMABLE_KEYS", "Restorable", "check_in_place", "check_resume", "check_resume_config",
+    "check_resume_data", "config_diff", "find_checkpoint", "latest_checkpoint",
+    "read_metrics_upto", "restore", "resume", "resume_config",
 ]

@@ -1,8 +1,12 @@
 """Resuming a run: which checkpoint, whether it may be resumed, and loading it into a trainer.
 
+The rules (one place for the command line and the Python API, :func:`check_resume`):
+
 * the config may differ from the checkpoint's only in when and how the run stops and where its
   outputs go (:data:`RESUMABLE_KEYS`); anything else needs ``force`` (``--force-resume``);
-* the data files must be the ones the run was trained on, unless forced.
+* the data files must be the ones the run was trained on, unless forced;
+* resuming in place from a checkpoint older than the run's newest valid one is refused (it
+  would discard the newer ones): branch a new run folder from it instead.
 
 :func:`restore` then loads the checkpoint and makes the run folder consistent with it
 (metrics.jsonl cut back to its step, newer checkpoints removed). Nothing here imports the
@@ -163,6 +167,36 @@ def check_resume_data(ckpt: Checkpoint, config: Config, *, force: bool = False) 
         "resume on the same files, or pass --force-resume to continue on these")
 
 
+def check_in_place(ckpt: Checkpoint, *, requested: str | Path, source_run: Path,
+                   out: Path) -> None:
+    """Refuse to resume in place from a checkpoint named explicitly (``requested``) when the
+    run holds newer valid ones: :func:`restore` would discard them. Branching elsewhere is
+    fine, and so is an in-place resume whose newer checkpoints are all invalid."""
+    if Path(requested).resolve() != ckpt.path.resolve():
+        return  # a run folder: its newest valid checkpoint was picked
+    if Path(out).resolve() != Path(source_run).resolve():
+        return
+    try:
+        newest = latest_checkpoint(source_run, warn=False)
+    except CheckpointError:  # a checkpoint folder outside any run's checkpoints/
+        return
+    if newest.generator_step > ckpt.generator_step:
+        raise CheckpointError(
+            f"{ckpt.path} is not the newest valid checkpoint of {source_run}: resuming "
+            "from it in place would discard the newer ones; pass --out NEW_DIR to "
+            "branch a new run from it")
+
+
+def check_resume(ckpt: Checkpoint, config: Config, *, requested: str | Path, source_run: Path,
+                 out: Path, force: bool = False) -> None:
+    """Every rule a resume must pass (the module's docstring), in one call: ``ckpt`` was
+    found from ``requested`` (:func:`find_checkpoint`) in the run ``source_run`` and is to
+    continue into ``out`` with ``config``. ``force`` waives the config and data checks."""
+    check_resume_config(ckpt, config, force=force)
+    check_resume_data(ckpt, config, force=force)
+    check_in_place(ckpt, requested=requested, source_run=source_run, out=out)
+
+
 def resume_config(ckpt: Checkpoint, overrides: list[str] | None = None) -> Config:
     """The checkpoint's own config with ``key=value`` overrides applied (e.g. more steps)."""
     from ..config import from_dict, parse_override, set_dotted
@@ -258,8 +292,8 @@ def resume(trainer: Restorable, source: str | Path, *, force: bool = False) -> C
     """Python API of ``wganlab train --resume``: load the newest valid checkpoint of
     ``source`` (a run directory or one checkpoint) into ``trainer`` before ``trainer.run()``."""
     ckpt, run_dir = find_checkpoint(source)
-    check_resume_config(ckpt, trainer.config, force=force)
-    check_resume_data(ckpt, trainer.config, force=force)
+    check_resume(ckpt, trainer.config, requested=source, source_run=run_dir,
+                 out=trainer.run_dir, force=force)
     restore(trainer, ckpt, source_run=run_dir)
     return ckpt
 
