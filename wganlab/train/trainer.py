@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import sys
 import time
@@ -20,12 +19,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..config import TOY_DATA, Config, dump_config
 from ..constraints import build_constraint, critic_activation
 from ..data import fingerprint, make_stream, sample_toy
 from ..errors import WganlabError, TrainingError  # noqa: F401
 from ..metrics.lipschitz import lipschitz_diagnostics
 from ..models import build_models
+from ..models.mode import evaluating
 from .checkpoint_schedule import Checkpointer
 from .distributed import Replicas, uses_batch
 from .guard import check_finite
@@ -356,12 +357,8 @@ class Trainer:
     @torch.no_grad()
     def sample(self, z: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Generator samples at ``z`` (default: the fixed latent vectors), in eval mode."""
-        was = self.generator.training
-        self.generator.eval()
-        try:
+        with evaluating(self.generator):
             return self.generator((self.fixed_z if z is None else z).to(self.device)).cpu()
-        finally:
-            self.generator.train(was)
 
     def _write_samples(self) -> None:
         if not self.is_main:
@@ -387,9 +384,8 @@ class Trainer:
         from safetensors.torch import save_file
         for name, net in (("generator", self.generator), ("critic", self.critic)):
             state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-            tmp = self.run_dir / f".{name}.safetensors.tmp"
-            save_file(state, str(tmp))
-            os.replace(tmp, self.run_dir / f"{name}.safetensors")
+            atomic_write(self.run_dir / f"{name}.safetensors",
+                         lambda tmp, state=state: save_file(state, tmp))
 
     # ------------------------------------------------------------------ state for resume
     def state_dict(self) -> dict[str, Any]:
