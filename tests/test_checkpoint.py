@@ -123,6 +123,21 @@ def test_checkpoint_of_another_model_is_refused(run_dir, tmp_path):
         resume(other, out)
 
 
+def test_python_resume_follows_the_command_line_rules(run_dir, tmp_path):
+    """``resume`` applies check_resume, the rules ``wganlab train --resume`` applies: an older
+    checkpoint named explicitly may not be resumed in place (it would discard step 6)."""
+    out, _ = run_dir
+    older = out / "checkpoints" / "step_0000004"
+    in_place = Trainer(tiny_config(**{"constraint.name": "gp", "train.checkpoint_every": 2}),
+                       out)
+    with pytest.raises(CheckpointError, match="not the newest valid checkpoint"):
+        resume(in_place, older)
+    assert [s for s, _ in list_checkpoints(out)] == [6, 4]  # nothing was touched
+    branch = Trainer(tiny_config(**{"constraint.name": "gp", "train.checkpoint_every": 2}),
+                     tmp_path / "branch")
+    assert resume(branch, older).generator_step == 4 == branch.generator_step
+
+
 def test_missing_and_foreign_inputs(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope")

@@ -51,11 +51,13 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ..errors import TrainingError
 
 log = logging.getLogger("wganlab")
 
@@ -129,6 +131,11 @@ def shutdown() -> None:
     """Leave the process group (if one was joined)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class SignalHolder(Protocol):
+    """Something with a pending stop signal (a checkpointer: checkpoint_schedule.py)."""
+    signal: Optional[int]
 
 
 class Replicas:
@@ -263,7 +270,7 @@ class Replicas:
         dist.broadcast(t, 0, group=self.control)
         return bool(t.item())
 
-    def agree_signal(self, holder) -> None:
+    def agree_signal(self, holder: SignalHolder) -> None:
         """Give ``holder.signal`` (a checkpointer's pending stop signal, set asynchronously by
         its handler) to every rank if any rank has one, so that all ranks stop at the same
         generator step. Never clears a signal (the handler may set it at any moment)."""
@@ -299,7 +306,6 @@ class Replicas:
         dist.all_reduce(both, op=dist.ReduceOp.MAX)
         hi, lo = both[:len(fp)], -both[len(fp):]
         if not torch.equal(hi, lo):
-            from .trainer import TrainingError
             raise TrainingError("the processes' model weights differ (they must stay identical "
                                 "replicas): a projection or solver is not deterministic across "
                                 "ranks, or a rank was restored from a different checkpoint")

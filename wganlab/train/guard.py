@@ -9,13 +9,23 @@ steps, and never checkpointed: the last good checkpoint stays the newest one.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Optional, Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Trainer
+from ..errors import TrainingError
+
+
+class Guarded(Protocol):
+    """What the guard reads of a run (a Trainer): both networks, the step counters, and the
+    last step's losses as tensors (not yet read back to the host)."""
+    generator: nn.Module
+    critic: nn.Module
+    generator_step: int
+    critic_step: int
+    last_losses: Mapping[str, torch.Tensor]
 
 
 def _tensors(net: str, module: nn.Module) -> Iterator[tuple[str, str, torch.Tensor]]:
@@ -27,7 +37,7 @@ def _tensors(net: str, module: nn.Module) -> Iterator[tuple[str, str, torch.Tens
         yield net, f"buffer {name}", b
 
 
-def _losses(last: dict[str, torch.Tensor]) -> Iterator[tuple[str, str, torch.Tensor]]:
+def _losses(last: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, str, torch.Tensor]]:
     for key, v in last.items():
         if isinstance(v, torch.Tensor):
             yield ("generator" if key.endswith("generator") else "critic"), key, v
@@ -50,28 +60,29 @@ def find_nonfinite(items: Iterable[tuple[str, str, torch.Tensor]]) -> list[tuple
     return [(items[i][0], items[i][1]) for i in bad]
 
 
-def check_finite(trainer: "Trainer", when: str = "log") -> None:
+def check_finite(run: Guarded, when: str = "log",
+                 last_checkpoint: Optional[Path] = None) -> None:
     """Raise TrainingError naming the step, the network(s) and the tensors if any weight,
-    gradient, buffer or last loss of the trainer is not finite."""
-    items = [*_tensors("generator", trainer.generator), *_tensors("critic", trainer.critic),
-             *_losses(getattr(trainer, "_last", {}))]
+    gradient, buffer or last loss of the run is not finite. ``when`` says what the check
+    guards ("log", "checkpoint" or "final"); ``last_checkpoint``, the run's newest good
+    checkpoint, is named in the error."""
+    items = [*_tensors("generator", run.generator), *_tensors("critic", run.critic),
+             *_losses(run.last_losses)]
     bad = find_nonfinite(items)
     if not bad:
         return
-    from .trainer import TrainingError
     parts = []
     for net in ("critic", "generator"):
         what = [w for n, w in bad if n == net]
         if what:
             more = f" and {len(what) - 4} more" if len(what) > 4 else ""
             parts.append(f"the {net} ({', '.join(what[:4])}{more})")
-    ckpt = getattr(getattr(trainer, "checkpoints", None), "last_path", None)
     action = {"checkpoint": " (no checkpoint written)",
               "final": " (no final weights written)"}.get(when, "")
     raise TrainingError(
-        f"non-finite values at generator step {trainer.generator_step} "
-        f"(critic step {trainer.critic_step}) in {' and in '.join(parts)}; the run "
-        f"diverged and stops{action}. Last good checkpoint: {ckpt or 'none'}. "
+        f"non-finite values at generator step {run.generator_step} "
+        f"(critic step {run.critic_step}) in {' and in '.join(parts)}; the run "
+        f"diverged and stops{action}. Last good checkpoint: {last_checkpoint or 'none'}. "
         "Try a lower learning rate or a stronger constraint.")
 
 

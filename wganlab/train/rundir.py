@@ -28,6 +28,7 @@ from typing import Iterator, Optional
 
 from filelock import FileLock, Timeout
 
+from ..atomic import atomic_write_json
 from ..errors import WganlabError, inside, RunFolderError  # noqa: F401
 
 LOCK = ".wganlab.lock"
@@ -53,7 +54,7 @@ def locked(folder: str | Path) -> Iterator[None]:
     first = lock.lock_counter == 1
     try:
         if first:
-            _write_json(folder / HOLDER, {
+            atomic_write_json(folder / HOLDER, {
                 "pid": os.getpid(), "host": socket.gethostname(),
                 "command": shlex.join(sys.argv), "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
         yield
@@ -98,8 +99,8 @@ def claim(folder: str | Path, *, source: Optional[Path] = None,
                              "wganlab's outputs there (other files are left alone)")
     clear_outputs(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / IDENTITY, {"created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                    "parent": parent})
+    atomic_write_json(folder / IDENTITY, {"created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                          "parent": parent})
 
 
 def contents(folder: Path) -> list[str]:
@@ -135,9 +136,3 @@ def _read_json(path: Path, limit: int = 1 << 16):
     """A small JSON file of ours; a big or deeply nested one fails as invalid JSON would."""
     with open(path, encoding="utf-8", errors="replace") as f:
         return json.loads(f.read(limit))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)

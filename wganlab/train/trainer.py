@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import sys
 import time
@@ -20,14 +19,16 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from ..plugins import data_spec
+from ..atomic import atomic_write
 from ..config import Config, dump_config
+from ..plugins import data_spec
 from ..constraints import build_constraint, critic_activation
 from ..data import fingerprint, make_stream, sample_toy
 from ..errors import WganlabError, TrainingError  # noqa: F401
 from ..metrics.lipschitz import lipschitz_diagnostics
 from ..models import build_models
-from .checkpoint import Checkpointer
+from ..models.mode import evaluating
+from .checkpoint_schedule import Checkpointer
 from .distributed import Replicas, uses_batch
 from .guard import check_finite
 from .images import image_grid, save_image_grid, save_toy_scatter
@@ -144,9 +145,10 @@ class Trainer:
                              tc.budget_cpu_seconds)
         #: extra callbacks run at each log step: fn(trainer, record) -> None (eval, checkpoints)
         self.callbacks: list[Callable[["Trainer", dict[str, Any]], None]] = []
-        self._last: dict[str, torch.Tensor] = {}
+        #: the last steps' losses as tensors, read back to the host only at log steps
+        self.last_losses: dict[str, torch.Tensor] = {}
         self._last_eval_time, self._last_eval_step = 0.0, -1
-        #: checkpoint schedule, resume bookkeeping, SIGINT/SIGTERM (see checkpoint.py)
+        #: checkpoint schedule, resume bookkeeping, SIGINT/SIGTERM (checkpoint_schedule.py)
         self.checkpoints = Checkpointer(self)
 
     # ------------------------------------------------------------------ schedule
@@ -193,10 +195,10 @@ class Trainer:
         self.constraint.observe(self._dist.global_batch(batch) if self._observe_global else batch)
         self.constraint.step(self.opt_critic, diagnose=diagnose)
         self.critic_step += 1
-        self._last["w_estimate"] = w_estimate.detach()
-        self._last["loss_critic"] = loss.detach()
+        self.last_losses["w_estimate"] = w_estimate.detach()
+        self.last_losses["loss_critic"] = loss.detach()
         if penalty is not None:
-            self._last["penalty"] = penalty.detach()
+            self.last_losses["penalty"] = penalty.detach()
         if diagnose:
             self._last_batch = (real, fake)
 
@@ -212,7 +214,7 @@ class Trainer:
         self._dist.after_generator_step()
         self.critic.requires_grad_(True)
         self.generator_step += 1
-        self._last["loss_generator"] = loss.detach()
+        self.last_losses["loss_generator"] = loss.detach()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -324,8 +326,8 @@ class Trainer:
             "wall_time": round(self.clock.wall(), 4),
             "cpu_time": round(self.clock.cpu(), 4),
         }
-        self._dist.mean_(self._last)  # the global batch's values (a no-op with one process)
-        for k, v in self._last.items():
+        self._dist.mean_(self.last_losses)  # the global batch's values (a no-op with one process)
+        for k, v in self.last_losses.items():
             record[k] = float(v)
         record.update(self.constraint.diagnostics())
         every = self.config.train.diagnostics_every
@@ -333,7 +335,8 @@ class Trainer:
         if every and batch is not None and self.generator_step % every == 0:
             with self.clock:
                 record.update(lipschitz_diagnostics(self.critic, *batch))
-        check_finite(self)  # weights, gradients, losses: one sync (guard.py)
+        # weights, gradients, losses: one sync (guard.py)
+        check_finite(self, last_checkpoint=self.checkpoints.last_path)
         self._dist.check_replicas(self.generator, self.critic)
         self._check_finite(record)
         if self.is_main:
@@ -355,12 +358,8 @@ class Trainer:
     @torch.no_grad()
     def sample(self, z: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Generator samples at ``z`` (default: the fixed latent vectors), in eval mode."""
-        was = self.generator.training
-        self.generator.eval()
-        try:
+        with evaluating(self.generator):
             return self.generator((self.fixed_z if z is None else z).to(self.device)).cpu()
-        finally:
-            self.generator.train(was)
 
     def _write_samples(self) -> None:
         if not self.is_main:
@@ -380,15 +379,14 @@ class Trainer:
     def save_final(self) -> None:
         """The final weights as safetensors under the run directory, never non-finite ones
         (a run that stops inside a generator step has had no checkpoint check since)."""
-        check_finite(self, "final")
+        check_finite(self, "final", self.checkpoints.last_path)
         if not self.is_main:
             return
         from safetensors.torch import save_file
         for name, net in (("generator", self.generator), ("critic", self.critic)):
             state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-            tmp = self.run_dir / f".{name}.safetensors.tmp"
-            save_file(state, str(tmp))
-            os.replace(tmp, self.run_dir / f"{name}.safetensors")
+            atomic_write(self.run_dir / f"{name}.safetensors",
+                         lambda tmp, state=state: save_file(state, tmp))
 
     # ------------------------------------------------------------------ state for resume
     def state_dict(self) -> dict[str, Any]:
