@@ -186,5 +186,6 @@ def test_config_diff_ignores_keys_an_old_checkpoint_lacks():
     old = json.loads(json.dumps(new))
     del old["train"]["best_metric"]
     assert config_diff(old, new) == []
-    old["constraint"]["clip"] = 0.5
-    assert config_diff(old, new) == [("constraint.clip", 0.5, new["constraint"]["clip"])]
+    old["constraint"]["clip"]["bound"] = 0.5
+    assert config_diff(old, new) == [("constraint.clip.bound", 0.5,
+                                      new["constraint"]["clip"]["bound"])]

@@ -262,7 +262,7 @@ def test_resume_with_another_config_is_refused_listing_keys(fast_path, capsys):
     rc = main(["train", "--resume", str(out), "--set", "constraint.clip.bound=0.5", "--set", "seed=3"])
     err = capsys.readouterr().err
     assert rc == 2 and "wganlab: error:" in err
-    assert re.search(r"constraint\.clip: [0-9.e-]+ -> 0\.5", err) and "seed: 0 -> 3" in err
+    assert re.search(r"constraint\.clip\.bound: [0-9.e-]+ -> 0\.5", err) and "seed: 0 -> 3" in err
     assert "--force-resume" in err
     # extending the run is allowed; a fresh run into the same folder is refused
     assert main(["train", "--resume", str(out), "--set", "train.generator_steps=6"]) == 0
