@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..plotting import pyplot
+
 
 def image_grid(images: torch.Tensor, pad: int = 2) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> one (rows*H, cols*W[, C]) array in [0, 1], nearly square."""
@@ -24,17 +26,13 @@ def image_grid(images: torch.Tensor, pad: int = 2) -> np.ndarray:
 
 
 def save_image_grid(images: torch.Tensor, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     arr = image_grid(images)
     plt.imsave(path, arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=1)
 
 
 def save_toy_scatter(real: torch.Tensor, fake: torch.Tensor, path: Path, title: str = "") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     r, f = real.detach().cpu().numpy(), fake.detach().cpu().numpy()
     ax.scatter(r[:, 0], r[:, 1], s=2, c="tab:orange", alpha=0.5, label="real")
