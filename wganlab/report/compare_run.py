@@ -37,7 +37,6 @@ from .progress import Progress
 
 # ----------------------------------------------------------------------------- run state
 
-
 def run_complete(run_dir: Path) -> bool:
     """Final weights and a metrics.jsonl whose last line is whole: the trainer writes the
     weights after its last record, so together they mean the run reached its budget."""
@@ -71,8 +70,9 @@ def _load() -> list[float]:
 
 
 def machine_info() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "platform": platform.platform(),
-            "python": platform.python_version(), "hostname": platform.node()}
+    return {"cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "hostname": platform.node()}
 
 
 # ----------------------------------------------------------------------------- running
