@@ -86,7 +86,7 @@ def run(model: str, seed: int, warm: int, n_eval: int, variants: dict, gen_every
     plain = WeightClip(twin, bounds)
     projs = {name: InvariantClip(twin, bounds, solver=s, options=o)
              for name, (s, o) in variants.items()}
-    cap_c = O.capture_for(C, pair_layers(C))
+    cap_c = O.ActivationCapture(pair_layers(C))   # the driven critic's steps, for the twin
     rows = {name: {"impact_ratio": [], "impact_ratio_batch": [], "ms": [], "cost": [],
                    "logd_absmax": [], "conflicted": []} for name in variants}
     step_s, clip_ms = [], []
@@ -110,7 +110,7 @@ def run(model: str, seed: int, warm: int, n_eval: int, variants: dict, gen_every
                 db_clip = float((critic_output(twin, batch) - fb_unc).norm())
                 for name, proj in projs.items():
                     load()
-                    cap_t = O.capture_for(twin, pair_layers(twin))
+                    cap_t = O.capture_in(proj._work, pair_layers(twin))
                     cap_t.records.clear()
                     cap_t.records.extend(cap_c.records)
                     proj.observe(batch)
@@ -134,16 +134,18 @@ def run(model: str, seed: int, warm: int, n_eval: int, variants: dict, gen_every
         cap_c.records.clear()
         if (step + 1) % gen_every == 0:
             generator_step(G, C, opt_g, 128)
+    cap_c.close()
     # hook overhead: a few steps of a copy with and without the capture
     over = []
     C2 = copy.deepcopy(C)
     o2 = torch.optim.RMSprop(C2.parameters(), lr=2e-4)
-    cap2 = O.capture_for(C2, pair_layers(C2))
+    cap2 = O.ActivationCapture(pair_layers(C2))
     for k in range(2 * min(n_eval, 20)):
         cap2.enabled = k % 2 == 0
         _, dt = timed_step(G, C2, o2, stream.next())
         cap2.records.clear()
         over.append((cap2.enabled, dt))
+    cap2.close()
     on = [d for e, d in over if e]
     off = [d for e, d in over if not e]
     return {

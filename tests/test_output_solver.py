@@ -1,14 +1,17 @@
-"""The output-aware ``output`` solver (wganlab/rescale/output.py)."""
+"""The output-aware ``output`` solver (wganlab/rescale/output.py, capture.py, output_terms.py)."""
 from __future__ import annotations
 
 import copy
+import gc
 
 import pytest
 import torch
 from torch import nn
 
 from wganlab import InvariantClip
-from wganlab.rescale import SolveContext, critic_output, find_pairs, rescale_pair_
+from wganlab.rescale import (SolveContext, critic_output, find_pairs, rescale_critic_,
+                             rescale_pair_)
+from wganlab.rescale import capture as K
 from wganlab.rescale import output as O
 
 
@@ -112,13 +115,13 @@ def test_one_sided_violation_is_moved_into_the_box():
     assert torch.allclose(critic_output(C, batch), f0, rtol=0, atol=1e-12)
 
 
-def sweep_with_prediction(C, bounds, batch, options):
+def sweep_with_prediction(C, bounds, batch, options, state=None):
     pairs = find_pairs(C)
     cache = {"pairs": pairs}
     for k, pair in enumerate(pairs):
         ctx = SolveContext(pair, k, bounds[pair.index_in], bounds[pair.index_out],
                            options={"record_prediction": True, **options}, critic=C,
-                           batch=batch, cache=cache, work={})
+                           batch=batch, cache=cache, work={}, state=state)
         rescale_pair_(pair, O.output_solver(ctx))
     return cache
 
@@ -140,7 +143,8 @@ def test_predicted_first_order_change_matches_measured(bias):
         if bias:
             C[0].bias.copy_(torch.linspace(-l_in * 1.003, l_in * 1.003, 16))
     x = torch.randn(32, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    O.capture_for(C, [C[0], C[2]])    # (InvariantClip installs it on the solver's first call)
+    state = {}                        # (InvariantClip's work: the solver installs it there)
+    O.capture_in(state, [C[0], C[2]])
     out = C(x).reshape(-1)
     (-(out[:16].mean() - out[16:].mean())).backward()   # the capture sees this pass
     f0 = critic_output(C, x).reshape(-1)
@@ -150,7 +154,7 @@ def test_predicted_first_order_change_matches_measured(bias):
             for p in m.parameters():
                 p.clamp_(-l, l)
     plain = float((critic_output(clipped, x).reshape(-1) - f0).norm())
-    cache = sweep_with_prediction(C, [l_in, l_out], x, {"subsample": 0})
+    cache = sweep_with_prediction(C, [l_in, l_out], x, {"subsample": 0}, state)
     assert cache["output_source"] == "capture"
     with torch.no_grad():
         for m, l in ((C[0], l_in), (C[2], l_out)):
@@ -172,19 +176,18 @@ def test_capture_equals_own_pass_and_ignores_penalty_forward():
     C = convnet(torch.float64)
     bounds = bounds_violating(C, 0.8)
     batch = step_batch(C, torch.float64, (1, 16, 16), penalty=True)
-    idx = O._subsample(batch.shape[0], None, batch.device)
+    idx = K.subsample(batch.shape[0], None, batch.device)
     layers = [m for m in C.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    cap = O.capture_for(C)
-    assert cap is None  # nothing installed before the solver's first call
     proj = InvariantClip(C, bounds, solver="output", options={"subsample": 0})
+    assert O.capture_in(proj._work) is None  # nothing installed before the solver's first call
     proj.observe(batch)
     proj.rescale()          # first call: own pass, installs the capture
     batch = step_batch(C, torch.float64, (1, 16, 16), penalty=True, seed=2)
-    cap = O.capture_for(C)
+    cap = O.capture_in(proj._work)
     assert len(cap.records) == 2      # the main forward and the penalty's
-    got = O._from_capture(cap, batch, idx)
+    got = K.from_capture(cap, batch, idx)
     assert got is not None
-    xs, gs = O._own_pass(C, layers, batch, idx)
+    xs, gs = K.own_pass(C, layers, batch, idx)
     for a, b in zip(got[0], xs):
         assert torch.allclose(a, b, rtol=0, atol=1e-14)
     for a, b in zip(got[1], gs):
@@ -200,7 +203,7 @@ def test_deepcopy_and_fallback_without_batch():
     proj.step()
     twin = copy.deepcopy(C)           # hooks are copied but stay inert on the copy
     twin(batch).sum().backward()
-    assert len(O.capture_for(C).records) == 0
+    assert len(O.capture_in(proj._work).records) == 0
     plain = InvariantClip(twin, bounds, solver="output")   # no observe(): exact fallback
     plain.step()
     for m, b in zip([m for m in twin.modules() if isinstance(m, nn.Linear)], bounds):
@@ -250,11 +253,12 @@ def test_predicted_change_conv():
             m.weight.mul_(torch.where(torch.rand(w.shape, generator=g) < 0.5, 1.0, 0.9))
         C.c1.bias.copy_(torch.linspace(-l_in * 1.003, l_in * 1.003, 4))
     x = torch.randn(16, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
-    O.capture_for(C, [C.c1, C.c2])
+    state = {}
+    O.capture_in(state, [C.c1, C.c2])
     out = C(x).reshape(-1)
     (-(out[:8].mean() - out[8:].mean())).backward()
     f0 = critic_output(C, x).reshape(-1)
-    cache = sweep_with_prediction(C, [l_in, l_out], x, {"subsample": 0})
+    cache = sweep_with_prediction(C, [l_in, l_out], x, {"subsample": 0}, state)
     assert cache["output_source"] == "capture"
     with torch.no_grad():
         for m, l in ((C.c1, l_in), (C.c2, l_out)):
@@ -273,8 +277,8 @@ def test_trainer_uses_the_steps_own_backward(tmp_path, monkeypatch):
     from conftest import tiny_config
     from wganlab.train import Trainer
     calls = []
-    real_own_pass = O._own_pass
-    monkeypatch.setattr(O, "_own_pass", lambda *a: calls.append(1) or real_own_pass(*a))
+    real_own_pass = K.own_pass
+    monkeypatch.setattr(K, "own_pass", lambda *a: calls.append(1) or real_own_pass(*a))
     cfg = tiny_config(**{"constraint.name": "invclip", "constraint.invclip.solver": "output",
                          "constraint.clip.bound": 0.05, "train.generator_steps": 3})
     Trainer(cfg, tmp_path / "run").run()
@@ -287,8 +291,8 @@ def test_clip_before_the_step_uses_the_previous_steps_capture(monkeypatch):
     """when='before' (original WGAN code): the projection in prepare() sees the previous
     step's batch and that step's captured forward/backward."""
     calls = []
-    real_own_pass = O._own_pass
-    monkeypatch.setattr(O, "_own_pass", lambda *a: calls.append(1) or real_own_pass(*a))
+    real_own_pass = K.own_pass
+    monkeypatch.setattr(K, "own_pass", lambda *a: calls.append(1) or real_own_pass(*a))
     C = mlp()
     opt = torch.optim.RMSprop(C.parameters(), lr=1e-2)
     bounds = bounds_violating(C, 0.8)
@@ -299,3 +303,41 @@ def test_clip_before_the_step_uses_the_previous_steps_capture(monkeypatch):
         proj.observe(batch)
         proj.step(opt)
     assert len(calls) == 1
+
+
+def forward_hooks(module):
+    return [m for m in module.modules() if m._forward_hooks]
+
+
+def test_capture_hooks_go_with_their_owner():
+    """The capture's hooks stay while the projection that keeps it lives (they record the next
+    step), and leave the critic when it is dropped; a solve whose caller keeps no work dict
+    leaves no hook at all."""
+    C = mlp()
+    bounds = bounds_violating(C, 0.8)
+    proj = InvariantClip(C, bounds, solver="output")
+    for k in range(2):
+        proj.observe(step_batch(C, torch.float32, (1, 4, 4), seed=k))
+        proj.step()
+    assert forward_hooks(C)                       # kept for the next step
+    del proj
+    gc.collect()
+    assert not forward_hooks(C)
+
+    pairs = find_pairs(C)
+    batch = step_batch(C, torch.float32, (1, 4, 4), seed=3)
+    rescale_critic_(pairs, bounds, "output", critic=C, batch=batch)     # no work: own pass
+    assert not forward_hooks(C)
+    work = {}
+    rescale_critic_(pairs, bounds, "output", critic=C, batch=batch, work=work)
+    assert forward_hooks(C)
+    O.capture_in(work).close()
+    assert not forward_hooks(C)
+
+
+def test_capture_as_a_context():
+    C = mlp()
+    with K.ActivationCapture([C[1], C[3]]) as cap:
+        C(torch.randn(4, 1, 4, 4)).sum().backward()
+        assert len(cap.records) == 1 and cap.records[0].complete()
+    assert cap.closed and not cap.records and not forward_hooks(C)

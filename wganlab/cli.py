@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .config import load_config
-from .errors import WganlabError
+from .errors import CompareError, WganlabError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -93,7 +93,7 @@ def _valid(path: Path) -> bool:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .report.compare import CompareError, Plan, Threshold, execute, report_only
+    from .report.compare import Plan, Threshold, execute, report_only
     from .report.launch import visible_gpus
 
     try:
@@ -136,7 +136,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 def submitit_params(args: argparse.Namespace) -> dict:
     """The SLURM options of ``compare`` as submitit AutoExecutor parameters (unset: left out)."""
-    from .report.compare import CompareError
     extra = {}
     for item in args.slurm:
         key, sep, value = item.partition("=")

@@ -7,15 +7,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..plotting import pyplot
+from .keys import EXTRA_SERIES, hidden
+
 X_AXES = (("generator_step", "generator step"), ("wall_time", "training wall time (s)"),
           ("cpu_time", "training CPU time (s)"))
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def series_keys(results: dict[str, Any]) -> list[str]:
@@ -23,9 +19,7 @@ def series_keys(results: dict[str, Any]) -> list[str]:
     keys: set[str] = set()
     for r in results["runs"]:
         keys |= {k for k in r.get("series", {}) if k.startswith("eval/")}
-    from .compare import _hidden
-    out = sorted(k for k in keys if not _hidden(k))
-    return out + ["w_estimate"]
+    return sorted(k for k in keys if not hidden(k)) + list(EXTRA_SERIES)
 
 
 def band(runs: list[dict[str, Any]], x_key: str, y_key: str, points: int = 200
@@ -57,7 +51,7 @@ def band(runs: list[dict[str, Any]], x_key: str, y_key: str, points: int = 200
 
 def plot_metrics(results: dict[str, Any], out: Path) -> dict[str, str]:
     """One PNG per metric: vs generator step, wall time and CPU time, a band per constraint."""
-    plt = _plt()
+    plt = pyplot()
     (out / "plots").mkdir(exist_ok=True)
     paths: dict[str, str] = {}
     ok = [r for r in results["runs"] if r.get("ok")]
@@ -110,7 +104,7 @@ def sample_at_time(run: dict[str, Any], axis: str, target: float) -> Optional[tu
 def plot_samples(results: dict[str, Any], out: Path) -> dict[str, Any]:
     """A grid of sample images: one row per constraint, one column per seed, each the sample
     closest to a common training time (the shortest run's end, so every run reached it)."""
-    plt = _plt()
+    plt = pyplot()
     axis = results.get("time_axis", "wall_time")
     ok = [r for r in results["runs"] if r.get("ok") and r.get("samples")]
     if not ok:

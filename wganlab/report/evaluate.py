@@ -4,7 +4,6 @@ Loading a run lives here, above ``train``: the metrics package only ever sees sa
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -13,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from ..atomic import atomic_write_json
 from ..config import Config, ConfigError, load_stored, read_yaml
 from ..errors import WganlabError, RunError  # noqa: F401
 from ..metrics.suite import evaluate, format_table, generator_sampler
@@ -128,7 +128,5 @@ def run_eval(run_dir: str | Path, checkpoint: str | Path | None = None,
     record = {"run": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else None,
               "samples": n, "seed": seed, "seconds": round(seconds, 2),
               "metrics": results}
-    tmp = run_dir / ".eval.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1, allow_nan=True))
-    tmp.replace(run_dir / "eval.json")
+    atomic_write_json(run_dir / "eval.json", record)
     return results

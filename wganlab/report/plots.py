@@ -9,9 +9,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..plotting import pyplot
 from ..plugins import data_spec
 from ..train.logger import read_metrics
 from .evaluate import RunError, load_net, load_run_config
+from .keys import hidden
 
 #: x axes of the curves
 X_AXES = (("generator_step", "generator step"), ("wall_time", "wall time (s)"))
@@ -19,16 +21,6 @@ X_AXES = (("generator_step", "generator step"), ("wall_time", "wall time (s)"))
 NOT_METRICS = {"generator_step", "critic_step", "wall_time", "cpu_time", "epoch"}
 #: reference keys of metrics whose reference is not ``<key>_ref``
 REFERENCE = {"eval/w1": "eval/w1_baseline"}
-#: metrics hidden from the curves (sizes, spreads, references themselves)
-HIDDEN = {"eval/n", "eval/real_n", "eval/ref_n", "eval/modes_total", "eval/kid_std",
-          "eval/w1_baseline", "eval/classifier_acc"}
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def load_records(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -54,7 +46,7 @@ def metric_keys(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     for records in runs.values():
         for r in records:
             for k, v in r.items():
-                if (k not in NOT_METRICS and k not in HIDDEN and not k.endswith("_ref")
+                if (k not in NOT_METRICS and not hidden(k)
                         and isinstance(v, (int, float)) and not isinstance(v, bool)):
                     keys[k] = None
     return sorted(keys, key=lambda k: (k.startswith("eval/"), k))
@@ -71,7 +63,7 @@ def plot_curves(run_dirs: list[str | Path], out_dir: str | Path,
                 keys: Optional[list[str]] = None) -> list[Path]:
     """One PNG per metric with two panels (vs generator step, vs wall time), one line per run,
     the real-data reference dashed. Returns the files written."""
-    plt = _plt()
+    plt = pyplot()
     dirs = [Path(d) for d in run_dirs]
     runs = {_label(d): load_records(d) for d in dirs}
     out_dir = Path(out_dir)
@@ -122,7 +114,7 @@ def plot_toy(run_dir: str | Path, out: str | Path, checkpoint: str | Path | None
              n: int = 1000, grid: int = 150, seed: int = 0) -> Path:
     """Real vs generated points of a toy run over filled contours of the critic's output."""
     from ..data import sample_toy
-    plt = _plt()
+    plt = pyplot()
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     if not data_spec(cfg.data.name).toy:

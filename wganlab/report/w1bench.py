@@ -29,12 +29,13 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..atomic import atomic_write_json
 from ..config import ConstraintConfig
 from ..constraints import build_constraint, critic_activation
 from ..data.w1pairs import W1Pair, pot_w1, w1_pairs
-from ..metrics.evaluator import atomic_write
 from ..metrics.lipschitz import grad_norms, input_grads, spectral_product
 from ..models import toy_critic
+from ..models.mode import evaluating
 
 #: every constraint of wganlab, with invclip's exact solver unbounded and bounded
 CONSTRAINTS = ("clip", "invclip-exact", "invclip-bounded", "gp", "lp", "r1", "gp-adaptive",
@@ -100,12 +101,8 @@ def run_one(pair: W1Pair, constraint: str, seed: int, truth: float,
 
 @torch.no_grad()
 def _estimate(critic: torch.nn.Module, p: torch.Tensor, q: torch.Tensor) -> float:
-    was = critic.training
-    critic.eval()
-    try:
+    with evaluating(critic):
         return float(critic(p).mean() - critic(q).mean())
-    finally:
-        critic.train(was)
 
 
 def _lipschitz(critic: torch.nn.Module, pair: W1Pair, p: torch.Tensor, q: torch.Tensor,
@@ -113,7 +110,6 @@ def _lipschitz(critic: torch.nn.Module, pair: W1Pair, p: torch.Tensor, q: torch.
     """Measured constant (max gradient norm), certified bound, slope-1 share on transport."""
     import ot
 
-    critic.eval()
     p, q = p[:n], q[:n]
     plan = ot.emd(torch.full((n,), 1.0 / n, dtype=torch.float64),
                   torch.full((n,), 1.0 / n, dtype=torch.float64),
@@ -122,13 +118,13 @@ def _lipschitz(critic: torch.nn.Module, pair: W1Pair, p: torch.Tensor, q: torch.
     t = torch.rand(len(i), 1, generator=g)
     transport = torch.lerp(q[j], p[i], t)
     interp = torch.lerp(q, p, torch.rand(n, 1, generator=g))
-    norms = {k: grad_norms(input_grads(critic, x, create_graph=False))
-             for k, x in (("data", torch.cat([p, q])), ("interp", interp),
-                          ("transport", transport))}
+    with evaluating(critic):
+        norms = {k: grad_norms(input_grads(critic, x, create_graph=False))
+                 for k, x in (("data", torch.cat([p, q])), ("interp", interp),
+                              ("transport", transport))}
+        with torch.no_grad():
+            cert = spectral_product(critic)
     near_one = ((norms["transport"] - 1).abs() <= 0.05).double().mean()
-    with torch.no_grad():
-        cert = spectral_product(critic)
-    critic.train()
     return {"lipschitz_measured": float(max(v.max() for v in norms.values())),
             "lipschitz_certified": float(cert),
             "transport_slope_mean": float(norms["transport"].mean()),
@@ -216,7 +212,7 @@ def run_bench(out: Path, constraints: list[str], tasks: list[str], seeds: list[i
             log(f"{out} was made with other settings: starting afresh")
 
     def save() -> None:
-        atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
+        atomic_write_json(out, results)
 
     for t in tasks:
         if t not in results["truth"]:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .discovery import UnitPair
 from .layers import _weight
+from .scratch import scratch
 
 log = logging.getLogger("wganlab.rescale")
 
@@ -30,10 +31,7 @@ def _abs(t: Tensor, work: Optional[dict[str, Tensor]], key: str) -> Tensor:
     """|t|, into a buffer of ``work`` when given (reused across steps)."""
     if work is None:
         return t.abs()
-    buf = work.get(key)
-    if buf is None or buf.shape != t.shape or buf.dtype != t.dtype or buf.device != t.device:
-        buf = work[key] = torch.empty_like(t, memory_format=torch.contiguous_format)
-    return torch.abs(t, out=buf)
+    return torch.abs(t, out=scratch(work, key, t))
 
 
 def incoming(pair: UnitPair, params: Sequence[str] = ("weight", "bias"),
@@ -52,11 +50,7 @@ def incoming(pair: UnitPair, params: Sequence[str] = ("weight", "bias"),
     parts = [_abs(w, work, "abs_in").reshape(U, -1), bias.detach().abs()[:, None]]
     if work is None:
         return torch.cat(parts, 1)
-    buf = work.get("cat_in")
-    shape = (U, parts[0].shape[1] + 1)
-    if buf is None or buf.shape != shape or buf.dtype != w.dtype or buf.device != w.device:
-        buf = work["cat_in"] = w.new_empty(shape)
-    return torch.cat(parts, 1, out=buf)
+    return torch.cat(parts, 1, out=scratch(work, "cat_in", w, (U, parts[0].shape[1] + 1)))
 
 
 def outgoing(pair: UnitPair, params: Sequence[str] = ("weight", "bias"),

@@ -15,6 +15,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
+from ..models.mode import evaluating
 from . import solvers
 from .layers import _weight
 from .sweep import SolveContext, exact_without_batch, register_solver
@@ -37,15 +38,12 @@ def input_mean_squares(critic: nn.Module, layers: list[nn.Module],
         out[id(m)] = x.square().mean(dims)
     for m in set(layers):
         hooks.append(m.register_forward_pre_hook(hook))
-    flags = [(m, m.training) for m in critic.modules()]
-    critic.eval()
     try:
-        critic(batch)
+        with evaluating(critic):
+            critic(batch)
     finally:
         for h in hooks:
             h.remove()
-        for m, t in flags:
-            m.training = t
     return out
 
 

@@ -19,17 +19,14 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..models.mode import evaluating
+
 
 @torch.no_grad()
 def critic_output(critic: nn.Module, batch: Tensor) -> Tensor:
     """f(batch) as a float64 [N] (or [N*outputs]) vector, in eval mode, training flags restored."""
-    flags = [(m, m.training) for m in critic.modules()]
-    critic.eval()
-    try:
+    with evaluating(critic):
         out = critic(batch)
-    finally:
-        for m, t in flags:
-            m.training = t
     return out.detach().reshape(batch.shape[0], -1).double()
 
 

@@ -19,21 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-#: optional scratch buffers, reused across calls (``{name: tensor}``): large temporaries
-#: allocated afresh on every step cost page faults that can exceed the arithmetic on CPU
-Work = Optional[dict[str, Tensor]]
-
-
-def _scratch(work: Work, key: str, like: Tensor) -> Tensor:
-    """A buffer shaped and strided like ``like`` (kept in ``work`` when given): writing a
-    transposed view into a contiguous buffer would be several times slower."""
-    if work is None:
-        return torch.empty_like(like)
-    buf = work.get(key)
-    if buf is None or buf.shape != like.shape or buf.stride() != like.stride() \
-            or buf.dtype != like.dtype or buf.device != like.device:
-        buf = work[key] = torch.empty_like(like)
-    return buf
+from .scratch import Work, scratch
 
 
 def _bc(r: Tensor, x: Tensor) -> Tensor:
@@ -72,7 +58,7 @@ def violation(c: Tensor, l: float, scale: Optional[Tensor] = None, *, divide: bo
               work: Work = None, key: str = "v") -> Tensor:
     """sum_j [c_ij * scale_i - l]_+^2 per unit (squared distance of a side to its box);
     ``divide``: c_ij / scale_i instead."""
-    x = _scratch(work, key, c)
+    x = scratch(work, key, c, strided=True)
     if scale is None:
         torch.sub(c, l, out=x)
     else:
@@ -261,7 +247,7 @@ def _side_sums(c: Tensor, thr: Tensor, w: Optional[Tensor], work: Work,
     S(t) = sum_j w_j z_j^2 and dr/dt = +-r give |dS/dt| = 2 (sum w z^2 + l sum w z) and
     d2S/dt2 = 2 (2 sum w z^2 + 3 l sum w z + l^2 sum_{z>0} w): y is one pass cheaper than z.
     """
-    y = _scratch(work, key, c)
+    y = scratch(work, key, c, strided=True)
     torch.sub(c, _bc(thr, c), out=y).clamp_min_(0)
     if w is None:
         s1 = _rowsum(y)

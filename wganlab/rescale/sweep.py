@@ -43,6 +43,10 @@ class SolveContext:
     cache: dict[str, Any] = field(default_factory=dict)
     #: this layer's buffers, kept across steps (large temporaries cost page faults on CPU)
     work: Optional[dict[str, Tensor]] = None
+    #: the caller's whole ``work`` dict (None: it keeps none): what a solver keeps there under a
+    #: name of its own serves every layer and step, and goes when the caller drops the dict
+    #: (the ``output`` solver's activation capture and its hooks)
+    state: Optional[dict[Any, Any]] = None
 
     @cached_property
     def a(self) -> Tensor:
@@ -134,12 +138,13 @@ def rescale_critic_(pairs: Sequence[UnitPair], bounds: Sequence[float], solver: 
                     *, params: Sequence[str] = ("weight", "bias"), sweeps: int = 1,
                     options: Optional[dict[str, Any]] = None, critic: Optional[nn.Module] = None,
                     batch: Optional[Tensor] = None,
-                    work: Optional[dict[int, dict[str, Tensor]]] = None,
+                    work: Optional[dict[Any, Any]] = None,
                     drift: Optional[list[Tensor]] = None,
                     max_drift: Optional[float] = None) -> list[Tensor]:
     """Rescale every pair in place, in forward order, ``sweeps`` times; return each hidden
     layer's total scale d (the product over sweeps). ``bounds`` is indexed by weight layer.
-    ``work`` (kept by the caller across steps) holds each layer's scratch buffers.
+    ``work`` (kept by the caller across steps) holds each layer's scratch buffers under the
+    layer's index, and what solvers keep for the whole critic under names of their own.
 
     ``drift`` (one float64 tensor per pair, kept by the caller across steps) accumulates each
     unit's log d; with ``max_drift`` every step's d is limited so that |drift| stays within it
@@ -151,7 +156,7 @@ def rescale_critic_(pairs: Sequence[UnitPair], bounds: Sequence[float], solver: 
         for k, pair in enumerate(pairs):
             ctx = SolveContext(pair, k, bounds[pair.index_in], bounds[pair.index_out], params,
                                dict(options or {}), critic, batch, cache,
-                               None if work is None else work.setdefault(k, {}))
+                               None if work is None else work.setdefault(k, {}), work)
             d = fn(ctx)
             if drift is not None:
                 if max_drift is not None:
