@@ -65,11 +65,7 @@ def test_trains_with_finite_float_diagnostics(case):
     assert all(torch.isfinite(p).all() for p in critic.parameters())
 
 
-@pytest.mark.parametrize("case", [pytest.param(
-    c, marks=pytest.mark.xfail(strict=True, reason="the output solver installs its activation "
-                               "capture at its first solve: a resumed critic's first step "
-                               "recomputes the activations instead")) if c == "invclip-output"
-    else c for c in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 def test_state_round_trip_resumes_exactly(case):
     critic, con, opt = _build(case)
     _steps(critic, con, opt, 0, 6)

@@ -179,9 +179,9 @@ def test_capture_equals_own_pass_and_ignores_penalty_forward():
     idx = K.subsample(batch.shape[0], None, batch.device)
     layers = [m for m in C.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     proj = InvariantClip(C, bounds, solver="output", options={"subsample": 0})
-    assert O.capture_in(proj._work) is None  # nothing installed before the solver's first call
+    assert O.capture_in(proj._work) is not None  # installed when the projection is built
     proj.observe(batch)
-    proj.rescale()          # first call: own pass, installs the capture
+    proj.rescale()          # the batch was computed before the capture: own pass
     batch = step_batch(C, torch.float64, (1, 16, 16), penalty=True, seed=2)
     cap = O.capture_in(proj._work)
     assert len(cap.records) == 2      # the main forward and the penalty's
@@ -273,7 +273,8 @@ def test_predicted_change_conv():
 
 def test_trainer_uses_the_steps_own_backward(tmp_path, monkeypatch):
     """In the trainer the solver reads the critic step's captured sensitivities: its own
-    forward/backward runs only once (the first call, before the hooks exist)."""
+    forward/backward never runs (the hooks exist from the projection's construction on, so
+    even the first step reads the training pass)."""
     from conftest import tiny_config
     from wganlab.train import Trainer
     calls = []
@@ -282,7 +283,7 @@ def test_trainer_uses_the_steps_own_backward(tmp_path, monkeypatch):
     cfg = tiny_config(**{"constraint.name": "invclip", "constraint.invclip.solver": "output",
                          "constraint.clip.bound": 0.05, "train.generator_steps": 3})
     Trainer(cfg, tmp_path / "run").run()
-    assert len(calls) == 1
+    assert len(calls) == 0
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert any("invclip/impact" in line for line in lines)
 
@@ -302,7 +303,7 @@ def test_clip_before_the_step_uses_the_previous_steps_capture(monkeypatch):
         batch = step_batch(C, torch.float32, (1, 4, 4), opt, seed=k)
         proj.observe(batch)
         proj.step(opt)
-    assert len(calls) == 1
+    assert len(calls) == 0  # step 0: no batch yet (exact fallback); then the captures
 
 
 def forward_hooks(module):

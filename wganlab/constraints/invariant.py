@@ -19,6 +19,7 @@ from ..rescale import (ImpactProbe, find_pairs, get_solver, log_balance, rescale
                        transform_state_, unit_norms)
 from ..plugins import SOLVERS
 from ..rescale.layers import layer_bounds
+from ..rescale.sweep import setup_solver
 from .base import Constraint
 from .clip import check_clip_options, clip_targets
 from .registry import register
@@ -79,7 +80,8 @@ class InvariantClip(Constraint):
                       for p in self.pairs]
         self.steps = 0
         self.last_scales: list[Tensor] = []
-        self._work: dict[int, dict[str, Tensor]] = {}  # per-layer scratch, reused every step
+        self._work: dict[Any, Any] = {}  # per-layer scratch and solver state, kept across steps
+        setup_solver(solver, self._work, self.pairs)
         self._optimizer: Optional[torch.optim.Optimizer] = None
 
     # -- the projection ---------------------------------------------------------------------

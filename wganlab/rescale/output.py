@@ -66,13 +66,26 @@ def capture_in(work: dict, layers: Optional[list[nn.Module]] = None
     return cap
 
 
-def _statistics(ctx: SolveContext) -> Stats:
-    pairs = ctx.cache.get("pairs") or [ctx.pair]
+def _layers(pairs) -> list[nn.Module]:
+    """The layers whose inputs and output gradients the solver needs, in forward order."""
     layers: list[nn.Module] = []
     for p in sorted(pairs, key=lambda p: p.index_in):
         for m in (p.layer_in, p.layer_out):
             if all(m is not q for q in layers):
                 layers.append(m)
+    return layers
+
+
+def setup(work: dict, pairs) -> None:
+    """Install the capture when the projection is built, so that its first step reads the
+    training pass like every later one: a resumed run then repeats an uninterrupted one."""
+    if pairs:
+        capture_in(work, _layers(pairs))
+
+
+def _statistics(ctx: SolveContext) -> Stats:
+    pairs = ctx.cache.get("pairs") or [ctx.pair]
+    layers = _layers(pairs)
     cap = None if ctx.state is None else capture_in(ctx.state, layers)
     batch = ctx.batch
     sub = ctx.options.get("subsample")
@@ -103,7 +116,7 @@ class OutputParams:
             raise ValueError(f"subsample must be > 0 or null (got {self.subsample})")
 
 
-@register_solver("output", params=OutputParams, capabilities=("uses_batch",))
+@register_solver("output", params=OutputParams, capabilities=("uses_batch",), setup=setup)
 def output_solver(ctx: SolveContext) -> Tensor:
     """d per unit minimising the unit's first-order output change after clipping (module doc)."""
     fallback = exact_without_batch(ctx, "output")

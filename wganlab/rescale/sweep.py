@@ -75,11 +75,21 @@ SolverFn = Callable[[SolveContext], Tensor]
 
 
 def register_solver(name: str, *, params: Optional[type] = None,
-                    capabilities: tuple[str, ...] = ()):
+                    capabilities: tuple[str, ...] = (),
+                    setup: Optional[Callable[[dict, Sequence[UnitPair]], None]] = None):
     """Decorator: ``@register_solver("mine")`` on a function ``(ctx: SolveContext) -> d [U]``.
     ``params``: a dataclass of its options (``constraint.solvers.<name>``; they reach the
-    solver as ``ctx.options``); ``capabilities``: ``uses_batch`` for data-weighted solvers."""
-    return SOLVERS.register(name, params=params, capabilities=capabilities)
+    solver as ``ctx.options``); ``capabilities``: ``uses_batch`` for data-weighted solvers;
+    ``setup(work, pairs)``: installs what the solver keeps across steps in the caller's
+    ``work`` dict when the projection is built (see :func:`setup_solver`)."""
+    return SOLVERS.register(name, params=params, capabilities=capabilities, setup=setup)
+
+
+def setup_solver(name: str, work: dict, pairs: Sequence[UnitPair]) -> None:
+    """Run solver ``name``'s setup, if it has one, for a projection about to use ``work``."""
+    fn = SOLVERS.get(name).meta.get("setup")
+    if fn is not None:
+        fn(work, pairs)
 
 
 def get_solver(name: str) -> SolverFn:
