@@ -25,7 +25,7 @@ from wganlab.constraints import available
 from wganlab.train import Trainer
 from wganlab.train.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint,
                                       resume)
-from wganlab.train.logger import read_metrics
+from wganlab.metrics.records import read_metrics
 
 from conftest import tiny_config
 from fastdisk import fast_module_path, fast_path  # noqa: F401  (fixtures)

@@ -34,16 +34,8 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(distributed.main_value(str(out)))  # rank 0's default name (it holds a time)
     say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     if ckpt is not None:
-        ck.check_resume_config(ckpt, config, force=args.force_resume)
-        ck.check_resume_data(ckpt, config, force=args.force_resume)
-        explicit = Path(args.resume).resolve() == ckpt.path.resolve()
-        newer = [p for s, p in ck.list_checkpoints(source_run) if s > ckpt.generator_step]
-        if explicit and newer and out.resolve() == source_run.resolve():
-            if any(_valid(p) for p in newer):
-                raise ck.CheckpointError(
-                    f"{ckpt.path} is not the newest valid checkpoint of {source_run}: resuming "
-                    "from it in place would discard the newer ones; pass --out NEW_DIR to "
-                    "branch a new run from it")
+        ck.check_resume(ckpt, config, requested=args.resume, source_run=source_run, out=out,
+                        force=args.force_resume)
     with _claimed(out, rank, source=source_run if ckpt else None,
                   checkpoint=ckpt.path if ckpt else None, overwrite=args.overwrite):
         trainer = Trainer(config, out, rank=rank, world=world, device=device)
@@ -81,15 +73,6 @@ def _claimed(out: Path, rank: int, **claim) -> Iterator[None]:
         if distributed.main_value(error is not None):
             raise error or rundir.RunFolderError(f"rank 0 could not claim {out}")
         yield
-
-
-def _valid(path: Path) -> bool:
-    from .train.checkpoint import CheckpointError, load_checkpoint
-    try:
-        load_checkpoint(path)
-        return True
-    except CheckpointError:
-        return False
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from ..atomic import atomic_write, atomic_write_json
 from ..config import load_config
 from ..errors import CheckpointError, CompareError, inside
 from ..train.checkpoint import latest_checkpoint
-from ..train.logger import read_metrics
+from ..metrics.records import read_metrics
 from ..train.rundir import locked
 from ..train.threads import usable_cpus
 from .compare_plan import Plan, default_jobs, run_name, run_order, validate

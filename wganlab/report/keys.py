@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..metrics import meta
+
 #: metric (without "eval/"/"final/") -> which way is better; others get no verdict
-DIRECTION = {
-    "w1": "lower", "fd": "lower", "kid": "lower", "class_kl": "lower", "mode_kl": "lower",
-    "modes_hit": "higher", "high_quality": "higher", "precision": "higher", "recall": "higher",
-    "coverage": "higher", "is": "higher",
-}
+DIRECTION = {k: m.better for k, m in meta.METRICS.items() if m.better}
 #: keys of a metrics record that are x axes, not metrics
 AXES = ("generator_step", "critic_step", "wall_time", "cpu_time")
 #: series plotted besides the eval/ ones
@@ -20,13 +18,12 @@ EXTRA_SERIES = ("w_estimate",)
 COST_KEYS = ("generator_step", "critic_step", "wall_time", "cpu_time",
              "ms_per_critic_step_wall", "ms_per_critic_step_cpu")
 #: evaluation keys (without "eval/"/"final/") that size or qualify a metric: never shown alone
-BOOKKEEPING = frozenset({"n", "real_n", "ref_n", "modes_total", "kid_std", "kid_std_ref",
-                         "w1_baseline", "classifier_acc"})
+BOOKKEEPING = meta.BOOKKEEPING | {"kid_std_ref", "w1_baseline", "classifier_acc"}
 
 
 def metric_direction(key: str) -> Optional[str]:
     """"lower" or "higher" for an evaluation key whose better direction is known, else None."""
-    return DIRECTION.get(key.split("/", 1)[-1]) if key.startswith(("eval/", "final/")) else None
+    return meta.direction(key) if key.startswith(meta.PREFIXES) else None
 
 
 def hidden(key: str) -> bool:

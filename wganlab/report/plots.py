@@ -11,7 +11,8 @@ import torch
 
 from ..plotting import pyplot
 from ..plugins import data_spec
-from ..train.logger import read_metrics
+from ..metrics.meta import reference_key
+from ..metrics.records import read_metrics
 from .evaluate import RunError, load_net, load_run_config
 from .keys import hidden
 
@@ -20,7 +21,6 @@ X_AXES = (("generator_step", "generator step"), ("wall_time", "wall time (s)"))
 #: record keys that are not metrics
 NOT_METRICS = {"generator_step", "critic_step", "wall_time", "cpu_time", "epoch"}
 #: reference keys of metrics whose reference is not ``<key>_ref``
-REFERENCE = {"eval/w1": "eval/w1_baseline"}
 
 
 def load_records(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -72,7 +72,7 @@ def plot_curves(run_dirs: list[str | Path], out_dir: str | Path,
     for key in keys or metric_keys(runs):
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100, sharey=True)
         drawn = False
-        ref_key = REFERENCE.get(key, key + "_ref")
+        ref_key = reference_key(key)
         refs = {label: r[-1] for label, rec in runs.items()
                 if len(r := _series(rec, "generator_step", ref_key)[1])}
         shared = len(set(refs.values())) == 1  # one data set: one reference line

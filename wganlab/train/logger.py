@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 from typing import Any, Optional
@@ -51,24 +50,3 @@ def _jsonable(v: Any) -> Optional[Any]:
     if isinstance(v, float) and not math.isfinite(v):
         return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
     return v
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl. A torn last line (a killed run) is skipped silently,
-    any other line that is not a JSON object with a warning naming the file and line."""
-    out = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    for i, line in enumerate(lines, 1):
-        try:
-            rec = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            rec = None
-            if i == len(lines):
-                continue
-        if isinstance(rec, dict):
-            out.append(rec)
-        elif line.strip():
-            logging.getLogger("wganlab").warning("%s line %d is not a JSON object; skipped",
-                                                 path, i)
-    return out

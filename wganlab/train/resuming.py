@@ -22,6 +22,7 @@ from typing import Any, Optional, Protocol
 import torch
 from torch import nn
 
+from ..metrics.records import read_metrics
 from ..atomic import atomic_write
 from ..config import Config, upgrade_stored
 from ..errors import CheckpointError
@@ -229,20 +230,8 @@ def _check_weights(module: nn.Module, weights: Any, file: Path) -> None:
 
 
 def read_metrics_upto(path: Path, step: int) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl up to generator step ``step`` (torn lines dropped)."""
-    out: list[dict[str, Any]] = []
-    if not path.is_file():
-        return out
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
-                continue
-            g = rec.get("generator_step") if isinstance(rec, dict) else None
-            if isinstance(rec, dict) and (not isinstance(g, (int, float)) or g <= step):
-                out.append(rec)
-    return out
+    """The records of a metrics.jsonl up to generator step ``step`` (none if it is missing)."""
+    return read_metrics(path, step, missing_ok=True)
 
 
 def restore(trainer: Restorable, ckpt: Checkpoint, *, source_run: Optional[Path] = None) -> None:
