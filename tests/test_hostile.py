@@ -27,7 +27,7 @@ from wganlab.train.checkpoint import MANIFEST, latest_checkpoint, list_checkpoin
 
 from conftest import tiny_config
 from fastdisk import fast_path  # noqa: F401  (fixture)
-from test_resume import cli_args, exit_code, forked
+from runhelpers import cli_args, exit_code, forked
 
 
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:

@@ -96,3 +96,25 @@ def test_graph_sees_relative_and_lazy_imports():
 def test_no_import_cycle():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+#: the README's layer diagram, bottom up: a module imports only modules of lower floors (and of
+#: its own package)
+FLOORS = [("errors", "atomic", "plotting"), ("plugins", "schema"), ("constraint_config",),
+          ("config",), ("data", "models"), ("metrics", "rescale"), ("constraints",), ("train",),
+          ("report",), ("cli", "wganlab"), ("__main__",)]
+
+
+def test_floors_import_only_downward():
+    floor = {name: i for i, names in enumerate(FLOORS) for name in names}
+
+    def part(module: str) -> str:
+        p = module.split(".")
+        return p[1] if len(p) > 1 else "wganlab"
+
+    bad = [f"{a} -> {b}" for a, bs in import_graph().items() for b in bs
+           if part(a) != part(b) and floor[part(b)] >= floor[part(a)]]
+    assert not bad, "imports that go up or sideways: " + "; ".join(sorted(bad))
+    packages = {p.stem if p.suffix else p.name for p in PACKAGE.iterdir()
+                if (p.suffix == ".py" or (p / "__init__.py").is_file())}
+    assert packages - {"__init__"} <= set(floor), "a module missing from FLOORS"

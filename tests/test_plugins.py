@@ -90,8 +90,9 @@ def test_a_new_constraint_is_one_file(tmp_path):
     assert max(float(t.abs().max()) for t in critic.values()) <= 0.03
     # the contract tests, collected from the copy's registries, now include halfclip
     out = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                str(REPO / "tests" / "test_contract.py"),
-                str(REPO / "tests" / "test_distributed.py"), "-k", "halfclip"], env, tmp_path)
+                str(REPO / "tests" / "constraints" / "test_contract.py"),
+                str(REPO / "tests" / "train" / "test_distributed.py"), "-k", "halfclip"],
+               env, tmp_path)
     assert "failed" not in out and "error" not in out.lower()
     assert "5 passed" in out, out[-2000:]  # 3 contract + replicas + equal-to-one-process
 

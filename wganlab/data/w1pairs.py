@@ -13,7 +13,6 @@ W1 estimate (``wganlab w1bench``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -31,7 +30,7 @@ class W1Pair:
     dim: int
     sample_p: Sampler = field(repr=False)
     sample_q: Sampler = field(repr=False)
-    #: the exact W1; None: computed by :func:`pot_w1` on large samples
+    #: the exact W1; None: computed by :func:`wganlab.report.w1bench.pot_w1` on large samples
     w1: Optional[float] = None
 
 
@@ -80,15 +79,3 @@ def w1_pairs() -> dict[str, W1Pair]:
     pairs += [_gauss("gauss-shift", 1.0, 1.0), _gauss("gauss-scale", 0.5, 2.0), _sphere(128),
               _mixtures()]
     return {p.name: p for p in pairs}
-
-
-def pot_w1(pair: W1Pair, n: int = 5000, repeats: int = 3, seed: int = 0) -> tuple[float, float]:
-    """(mean, standard deviation) over ``repeats`` independent sample pairs of the exact W1
-    between ``n`` points of each side (POT's network simplex)."""
-    from ..metrics.toy import exact_w1
-
-    g = torch.Generator().manual_seed(seed)
-    vals = torch.tensor([exact_w1(pair.sample_p(n, g), pair.sample_q(n, g))
-                         for _ in range(repeats)], dtype=torch.float64)
-    sd = float(vals.std()) if repeats > 1 else math.nan
-    return float(vals.mean()), sd

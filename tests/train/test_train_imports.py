@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 BELOW_TRAINER = ["wganlab.train.checkpoint", "wganlab.train.checkpoint_format",
                  "wganlab.train.checkpoint_schedule", "wganlab.train.resuming",

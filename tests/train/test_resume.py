@@ -11,9 +11,7 @@ import os
 import random
 import re
 import signal
-import sys
 import time
-import traceback
 from pathlib import Path
 
 import pytest
@@ -29,24 +27,9 @@ from wganlab.metrics.records import read_metrics
 
 from conftest import tiny_config
 from fastdisk import fast_module_path, fast_path  # noqa: F401  (fixtures)
+from runhelpers import CLI_SETS, STEPS, cli_args, exit_code, forked  # noqa: F401
 
 CONSTRAINTS = ["clip", "invclip", "gp", "bjorck"]
-STEPS = 24
-CLI_SETS = {"model.toy_hidden": 16, "data.batch_size": 32, "train.n_critic": 2,
-            "train.warmup_generator_steps": 0, "train.log_every": 2, "train.threads": 1,
-            "train.tensorboard": "false", "train.progress": "false", "train.sample_every": 1000,
-            "train.checkpoint_every": 1, "train.keep_checkpoints": 3,
-            "train.generator_steps": STEPS}
-
-
-def cli_args(out: Path, constraint: str) -> list[str]:
-    sets = {**CLI_SETS, "constraint.name": constraint}
-    args = ["train", "--config", "toy", "--out", str(out)]
-    for k, v in sets.items():
-        args += ["--set", f"{k}={v}"]
-    return args
-
-
 def newest_step(run: Path) -> int:
     steps = [s for s, _ in list_checkpoints(run)]
     return steps[0] if steps else -1
@@ -65,29 +48,6 @@ def log_records(run: Path) -> list[dict]:
         if rec["generator_step"] % CLI_SETS["train.log_every"] == 0:
             out.append({k: v for k, v in rec.items() if not k.endswith("_time")})
     return out
-
-
-def forked(fn, stderr: Path | None = None) -> int:
-    """Run ``fn`` in a forked child (cheap: torch is already imported); returns its pid."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            if stderr is not None:  # past pytest's capture, which replaced sys.stderr
-                fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-                os.dup2(fd, 2)
-                sys.stderr = open(2, "w", buffering=1, closefd=False)
-            code = fn()
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
-
-
-def exit_code(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from study_tables import bootstrap_median_ci, holm  # noqa: E402
 
 from wganlab.report.compare import sign_flip_p  # noqa: E402

@@ -11,7 +11,8 @@ import torch
 from scipy.stats import norm
 
 from wganlab.cli import main
-from wganlab.data.w1pairs import gaussian_w1, pot_w1, w1_pairs
+from wganlab.data.w1pairs import gaussian_w1, w1_pairs
+from wganlab.report.w1bench import pot_w1
 from wganlab.metrics.toy import exact_w1
 from wganlab.report.w1bench import BenchSettings, markdown, run_bench, run_one, summarise
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # tests/: conftest, when this file runs as a worker
 from conftest import tiny_config  # noqa: E402
 
 #: name -> config overrides. The equality cases train with plain SGD: RMSProp and Adam divide
