@@ -190,3 +190,11 @@ def test_an_old_run_folder_loads_quietly_and_resumes(tmp_path):
         ckpt = latest_checkpoint(tmp_path)
         ckpt.config = flat
         check_resume_config(ckpt, cfg)
+
+
+def test_the_plugins_command_lists_keys_and_capabilities(capsys):
+    from wganlab.cli import main
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "constraint.invclip.max_drift=None" in out and "output [uses_batch]" in out
+    assert "sn [reparametrises]" in out and "fashion-mnist: image, reads data.dir" in out

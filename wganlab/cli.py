@@ -172,6 +172,36 @@ def _w1bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugins(args: argparse.Namespace) -> int:
+    """Every registered constraint, solver and data set: its config keys with their defaults,
+    and its capabilities."""
+    import dataclasses
+
+    from .plugins import CONSTRAINTS, DATASETS, SOLVERS
+
+    def keys(plug, section: str) -> str:
+        if plug.params is None:
+            return ""
+        return ", ".join(f"{section}.{f.name}={getattr(plug.params(), f.name)!r}"
+                         for f in dataclasses.fields(plug.params))
+
+    for title, reg, section in (("constraints", CONSTRAINTS, "constraint.{}"),
+                                ("rescaling solvers (constraint.invclip.solver)", SOLVERS,
+                                 "constraint.solvers.{}")):
+        print(f"{title}:")
+        for plug in reg:
+            caps = f" [{', '.join(sorted(plug.capabilities))}]" if plug.capabilities else ""
+            uses = f" (also reads constraint.{', '.join(plug.uses)})" if plug.uses else ""
+            print(f"  {plug.name}{caps}{uses}")
+            if plug.params is not None:
+                print(f"      {keys(plug, section.format(plug.name))}")
+    print("data sets (data.name):")
+    for plug in DATASETS:
+        spec = plug.obj
+        print(f"  {plug.name}: {spec.kind}" + (", reads data.dir" if spec.needs_dir else ""))
+    return 0
+
+
 def _names(text: Optional[str]) -> list[str]:
     """A comma-separated command-line list, blanks dropped."""
     return [x.strip() for x in (text or "").split(",") if x.strip()]
@@ -242,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train nothing: report on the finished runs (with --config and "
                    "the other arguments) or re-render an existing results.json (without)")
     c.set_defaults(func=_compare)
+    pg = sub.add_parser("plugins", help="list the registered constraints, rescaling solvers "
+                        "and data sets with their config keys and capabilities")
+    pg.set_defaults(func=_plugins)
     e = sub.add_parser("eval", help="score a run's generator: exact W1 on toy data, "
                        "classifier-feature metrics on images; prints a table, writes eval.json")
     e.add_argument("--run", required=True, help="run directory")

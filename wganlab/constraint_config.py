@@ -81,7 +81,7 @@ class ConstraintConfig:
     """The constraint section: which constraint, named variants, and one section of
     parameters per registered constraint (``constraint.<name>.<key>``) and solver
     (``constraint.solvers.<name>.<key>``), each built from the plugin's own dataclass."""
-    #: a registered constraint (``wganlab constraints`` lists them), several joined by '+'
+    #: a registered constraint (``wganlab plugins`` lists them), several joined by '+'
     #: (e.g. clip+r1), or the name of an entry of ``variants``
     name: str = "clip"
     #: named variants: {name: {key: value, ...}} overriding this section, e.g.
