@@ -196,5 +196,5 @@ def test_the_plugins_command_lists_keys_and_capabilities(capsys):
     from wganlab.cli import main
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert "constraint.invclip.max_drift=None" in out and "output [uses_batch]" in out
+    assert "constraint.invclip.max_drift=None" in out and "output [discrete, uses_batch]" in out
     assert "sn [reparametrises]" in out and "fashion-mnist: image, reads data.dir" in out

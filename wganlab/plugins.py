@@ -17,7 +17,9 @@ Capabilities in use:
   draws), ``penalty`` (it adds a loss term), ``rank_local`` (it keeps statistics of each
   process's own batch: the processes of a distributed run stay identical replicas but do not
   equal a one-process run);
-- solvers: ``uses_batch`` (data-weighted);
+- solvers: ``uses_batch`` (data-weighted), ``discrete`` (it picks d among candidates: a
+  float-level difference, e.g. another summation order across processes, can flip a pick, so
+  a distributed run equals a one-process run only up to such flips);
 - data sets: see :class:`DataSpec`.
 """
 from __future__ import annotations

@@ -33,6 +33,26 @@ def clip_targets(critic: nn.Module, bounds: Sequence[float],
     return out
 
 
+def box_stats(targets) -> dict[int, tuple[float, int, int]]:
+    """Per weight layer (-1: norm layers) of ``clip_targets``: (squared distance of its
+    parameters to the box, entries outside, entries)."""
+    out: dict[int, list] = {}
+    for k, p, b in targets:
+        excess = (p.detach().abs() - b).clamp_min_(0)
+        s = out.setdefault(k, [0.0, 0, 0])
+        s[0] += float(excess.double().square().sum())
+        s[1] += int(torch.count_nonzero(excess))
+        s[2] += p.numel()
+    return {k: tuple(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def clamp_targets_(targets) -> None:
+    """Clip every target parameter to its bound, in place."""
+    for _, p, b in targets:
+        p.clamp_(-b, b)
+
+
 def check_clip_options(when: str, params: Sequence[str]) -> None:
     """The clipping options WeightClip and InvariantClip share, checked with a clear error."""
     if when not in ("after", "before"):
@@ -68,7 +88,7 @@ class WeightClip(Constraint):
         check_clip_options(when, params)
         self.when = when
         self.bounds = layer_bounds(critic, clip, scale)
-        self.targets = [(p, b) for _, p, b in clip_targets(critic, self.bounds, params)]
+        self.targets = clip_targets(critic, self.bounds, params)
 
     def prepare(self) -> None:
         if self.when == "before":
@@ -88,13 +108,13 @@ class WeightClip(Constraint):
     @torch.no_grad()
     def clip_(self, diagnose: bool = False) -> None:
         if diagnose:
-            total = sum(p.numel() for p, _ in self.targets)
-            clipped = sum(int((p.abs() > b).sum()) for p, b in self.targets)
-            dist2 = sum(float(((p.abs() - b).clamp_min(0) ** 2).sum()) for p, b in self.targets)
+            stats = box_stats(self.targets).values()
+            total = sum(s[2] for s in stats)
+            clipped = sum(s[1] for s in stats)
+            dist2 = sum(s[0] for s in stats)
             self._diagnostics = {"clip/fraction_clipped": clipped / max(total, 1),
                                  "clip/box_distance": dist2 ** 0.5}
-        for p, b in self.targets:
-            p.clamp_(-b, b)
+        clamp_targets_(self.targets)
 
     def __repr__(self) -> str:
         return f"WeightClip(bounds={[round(b, 6) for b in self.bounds]}, when={self.when!r})"

@@ -21,7 +21,7 @@ from ..plugins import SOLVERS
 from ..rescale.layers import layer_bounds
 from ..rescale.sweep import setup_solver
 from .base import Constraint
-from .clip import check_clip_options, clip_targets
+from .clip import box_stats, check_clip_options, clamp_targets_, clip_targets
 from .registry import register
 
 
@@ -102,10 +102,8 @@ class InvariantClip(Constraint):
         self.last_scales = scales
         return scales
 
-    @torch.no_grad()
     def clip_(self) -> None:
-        for _, p, b in self.targets:
-            p.clamp_(-b, b)
+        clamp_targets_(self.targets)
 
     def prepare(self) -> None:
         if self.when == "before":
@@ -138,16 +136,7 @@ class InvariantClip(Constraint):
 
     # -- diagnostics ------------------------------------------------------------------------
     def _box_stats(self) -> dict[int, tuple[float, int, int]]:
-        """Per weight layer (-1: norm layers): (squared distance to the box, entries outside,
-        entries)."""
-        out: dict[int, list] = {}
-        for k, p, b in self.targets:
-            excess = (p.detach().abs() - b).clamp_min_(0)
-            s = out.setdefault(k, [0.0, 0, 0])
-            s[0] += float(excess.double().square().sum())
-            s[1] += int(torch.count_nonzero(excess))
-            s[2] += p.numel()
-        return {k: tuple(v) for k, v in out.items()}
+        return box_stats(self.targets)
 
     def _report(self, before, after, scales: list[Tensor]) -> dict[str, float]:
         diag: dict[str, float] = {"invclip/rescaled": float(bool(scales))}

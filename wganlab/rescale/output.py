@@ -105,18 +105,20 @@ def _statistics(ctx: SolveContext) -> Stats:
 @dataclass
 class OutputParams:
     """``constraint.solvers.output``: weight of a cost on |log d| that keeps units' in/out
-    balance from drifting, and the samples of the batch its statistics use (None: 8)."""
+    balance from drifting, and the samples of the batch its statistics use (None: 8; 0: all)."""
     balance_weight: float = 0.0
     subsample: Optional[int] = None
 
     def validate(self) -> None:
         if self.balance_weight < 0:
             raise ValueError(f"balance_weight must be >= 0 (got {self.balance_weight})")
-        if self.subsample is not None and self.subsample < 1:
-            raise ValueError(f"subsample must be > 0 or null (got {self.subsample})")
+        if self.subsample is not None and self.subsample < 0:
+            raise ValueError(f"subsample must be >= 0 (0: the whole batch) or null (8) "
+                             f"(got {self.subsample})")
 
 
-@register_solver("output", params=OutputParams, capabilities=("uses_batch",), setup=setup)
+@register_solver("output", params=OutputParams, capabilities=("uses_batch", "discrete"),
+                 setup=setup)
 def output_solver(ctx: SolveContext) -> Tensor:
     """d per unit minimising the unit's first-order output change after clipping (module doc)."""
     fallback = exact_without_batch(ctx, "output")
