@@ -138,3 +138,25 @@ def test_threshold_parse():
 def test_fmt_is_stable():
     assert fmt(1.23456) == "1.235" and fmt(0) == "0" and fmt(None) == "-"
     assert re.fullmatch(r"\d\.\d{3}e-05", fmt(1.5e-5))
+
+
+def test_a_second_compare_on_the_same_folder_is_refused(tmp_path, capsys):
+    """While one process trains a comparison into a folder, another compare there fails at
+    once, naming the holder; a report-only call still runs."""
+    import subprocess
+    import sys
+    out = tmp_path / "cmp"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom wganlab.train.rundir import locked\n"
+         f"with locked({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _compare(out, "--constraints", "clip", "--seeds", "0",
+                        "--generator-steps", "2") == 2
+        err = capsys.readouterr().err
+        assert "is in use by" in err and "choose another --out" in err
+        assert not (out / "runs").exists()
+    finally:
+        holder.kill()
+        holder.wait()

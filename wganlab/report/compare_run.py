@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,16 @@ def execute(plan: Plan, log=print, train: bool = True) -> dict[str, Any]:
 
     The runs still to do go to the plan's launcher, ``plan.jobs`` at a time. ``train=False``
     trains nothing: it reports on the runs finished so far (e.g. when the time for a
-    comparison ran out), still retrying failed final evaluations."""
+    comparison ran out), still retrying failed final evaluations. Training holds the
+    comparison folder's lock: a second ``compare`` on the same ``--out`` fails at once, naming
+    the holder (a report-only call does not wait for it)."""
     validate(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
+    with (locked(plan.out) if train else nullcontext()):
+        return _execute(plan, log, train)
+
+
+def _execute(plan: Plan, log, train: bool) -> dict[str, Any]:
     (plan.out / "logs").mkdir(exist_ok=True)
     info_path = plan.out / "run_info.json"
     infos: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
