@@ -6,9 +6,10 @@
 #
 #   bash benchmarks/study.sh tune       # the retuning grid for plain clipping, seeds 100-101
 #   bash benchmarks/study.sh main       # clip, bounded, rebalanced, retuned, balance, gp; 10-21
+#   CONTROL=$(python benchmarks/study_tables.py --best-control)  # lowest median FD, main block
 #   CONTROL=<best control> bash benchmarks/study.sh fashion   # replication, Fashion-MNIST
 #   CONTROL=<best control> bash benchmarks/study.sh digits    # replication, embedded digits
-#   bash benchmarks/study.sh sensitivity                      # max_drift 0.02 / 0.1 / 0.5
+#   bash benchmarks/study.sh sensitivity       # max_drift 0.02 and 0.5 (0.1: the main block's)
 #   python benchmarks/study_tables.py   # the tables of §6 from the results so far
 #
 # Outputs: $OUT/<block>/ (default runs/study), results.json, report.md, plots/. The main block
@@ -77,8 +78,8 @@ case "$BLOCK" in
     replicate fashion --set data.name=fashion-mnist --set data.dir="$FASHION_DIR" ;;
   digits)
     replicate digits --set data.name=mnist5k --set data.dir=null ;;
-  sensitivity)
-    study invclip-exact-bounded-0.02,invclip-exact-bounded,invclip-exact-bounded-0.5 \
+  sensitivity)  # max_drift 0.1 and clip on these seeds are the main block's runs
+    study invclip-exact-bounded-0.02,invclip-exact-bounded-0.5 \
       "$REPLICATION_SEEDS" "$OUT/sensitivity" ;;
   *) echo "usage: $0 tune|main|fashion|digits|sensitivity [compare options]" >&2
      exit 2 ;;

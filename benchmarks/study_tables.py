@@ -2,13 +2,16 @@
 
     python benchmarks/study_tables.py [--root benchmarks/results/study] [--boot 10000]
     python benchmarks/study_tables.py --claims   # the same statistics for §2b, §4, §4b
+    python benchmarks/study_tables.py --best-control   # the replications' control arm
 
 Reads every ``<root>/main/**/results.json`` (the main block's seed groups: clip, bounded,
 rebalanced, the retuning grid's choice shown as ``clip-retuned``, balance, gp) and every
 ``<root>/tune-*/results.json`` (the retuning grid). Prints Markdown: the grid, per-arm medians,
 and for each contrast of the protocol the per-seed differences, their median with a bootstrap
 95 % CI, the exact paired sign-flip p (Holm-adjusted within the attribution family) and the
-verdict. A block still running can be summarised first with ``wganlab compare ...
+verdict. Then the replications (``<root>/fashion``, ``<root>/digits``, each with its
+``-control`` block) and the ``max_drift`` sensitivity (``<root>/sensitivity``; its 0.1 arm and
+clip are the main block's runs on the same seeds), where they exist. A block still running can be summarised first with ``wganlab compare ...
 --report-only`` (its finished runs only).
 """
 from __future__ import annotations
@@ -29,6 +32,8 @@ FAMILY = [("invclip-exact-bounded", "clip-rebalanced"), ("invclip-exact-bounded"
           ("invclip-exact-bounded", "invclip-balance")]
 OTHERS = [("clip-rebalanced", "clip"), ("clip-retuned", "clip"), ("invclip-balance", "clip"),
           ("gp", "clip"), ("gp", "invclip-exact-bounded")]
+#: the controls of the main block; the replications use the one with the lowest median final FD
+CONTROLS = ["clip-rebalanced", "clip-retuned", "invclip-balance"]
 ENDPOINTS = [("final/fd", "FD"), ("final/kid", "KID"), ("final/coverage", "classes"),
              ("ttt/eval/fd < 500", "CPU-s to FD<500")]
 
@@ -147,11 +152,76 @@ def claims(root: Path, n_boot: int) -> None:
                   f"{verdict(c, c['p'])} |")
 
 
+def load_main(root: Path, retuned: str) -> dict:
+    data = {}
+    for res in sorted((root / "main").glob("**/results.json")):
+        data.update(load_block(res.parent, {retuned: "clip-retuned"}))
+    return data
+
+
+def best_control(data) -> Optional[str]:
+    """The control arm with the lowest median final FD (ties: the order of CONTROLS)."""
+    meds = {}
+    for arm in CONTROLS:
+        fds = [v["final/fd"] for (a, _), v in data.items() if a == arm]
+        if fds:
+            meds[arm] = statistics.median(fds)
+    return min(meds, key=lambda a: (meds[a], CONTROLS.index(a))) if meds else None
+
+
+def evaluator_line(path: Path) -> str:
+    """The evaluator's held-out accuracy and the real-vs-real FD floor of a block."""
+    res = json.loads((path / "results.json").read_text())
+    fins = [r.get("final") or {} for r in res["runs"] if r.get("ok")]
+    acc = sorted({round(f["final/classifier_acc"], 4) for f in fins if "final/classifier_acc" in f})
+    refs = [f["final/fd_ref"] for f in fins if "final/fd_ref" in f]
+    return (f"evaluator held-out accuracy {', '.join(f'{a:.3f}' for a in acc) or '–'}; "
+            f"real held-out FD {fmt(statistics.median(refs), 1) if refs else '–'}")
+
+
+def replication(root: Path, block: str, control: Optional[str], n_boot: int,
+                retuned: str) -> None:
+    """Arms and contrasts of a replication block (clip, bounded, the control)."""
+    data = {}
+    for path in (root / block, root / f"{block}-control"):
+        if (path / "results.json").is_file():
+            data.update(load_block(path, {retuned: "clip-retuned"}))
+    if not data:
+        return
+    print(f"### Replication: {block} ({evaluator_line(root / block)})\n")
+    print("\n".join(arm_table(data)) + "\n")
+    pairs = [PRIMARY] + ([(control, "clip"), ("invclip-exact-bounded", control)]
+                         if control else [])
+    cs = [c for c in (contrast(data, a, r, "final/fd", n_boot) for a, r in pairs) if c]
+    print("\n".join(HEAD + contrast_rows(cs, [c["p"] for c in cs])) + "\n")
+
+
+def sensitivity(root: Path, main_data: dict, n_boot: int) -> None:
+    """max_drift 0.02 / 0.1 / 0.5 against clip, on the sensitivity block's seeds."""
+    if not (root / "sensitivity" / "results.json").is_file():
+        return
+    data = load_block(root / "sensitivity")
+    seeds = {s for _, s in data}
+    data.update({k: v for k, v in main_data.items()
+                 if k[1] in seeds and k[0] in ("clip", "invclip-exact-bounded")})
+    print("### Sensitivity to max_drift (0.1 and clip: the main block's runs)\n")
+    print("\n".join(arm_table(data)) + "\n")
+    arms = ["invclip-exact-bounded-0.02", "invclip-exact-bounded", "invclip-exact-bounded-0.5"]
+    cs = [c for c in (contrast(data, a, "clip", "final/fd", n_boot) for a in arms) if c]
+    print("\n".join(HEAD + contrast_rows(cs, [c["p"] for c in cs])) + "\n")
+
+
+HEAD = ["| contrast | seeds | arm better on | median difference [95 % CI] | p | "
+        "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("benchmarks/results/study"))
     ap.add_argument("--boot", type=int, default=10000)
     ap.add_argument("--retuned", default="clip-x0.8", help="the retuning grid's choice")
+    ap.add_argument("--best-control", action="store_true",
+                    help="print the replications' control arm (its config name) and stop")
     ap.add_argument("--claims", nargs="?", const=Path("benchmarks/results/reproduction"),
                     type=Path, help="the earlier blocks' contrasts (folder of the blocks)")
     args = ap.parse_args(argv)
@@ -172,26 +242,28 @@ def main(argv=None) -> None:
                   + f" | {fmt(sum(f for _, f in fds) / len(fds))} |")
         print()
 
-    data = {}
-    for res in sorted((root / "main").glob("**/results.json")):
-        data.update(load_block(res.parent, {args.retuned: "clip-retuned"}))
+    data = load_main(root, args.retuned)
+    control = best_control(data)
+    if args.best_control:
+        if control is None:
+            raise SystemExit(f"no main-block results under {root / 'main'}")
+        print(args.retuned if control == "clip-retuned" else control)
+        return
     print("### Arms (test seeds): median [min–max]\n")
     print("\n".join(arm_table(data)) + "\n")
 
-    head = ["| contrast | seeds | arm better on | median difference [95 % CI] | p | "
-            "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
     primary = contrast(data, *PRIMARY, "final/fd", args.boot)
     fam = [c for c in (contrast(data, a, r, "final/fd", args.boot) for a, r in FAMILY) if c]
     others = [c for c in (contrast(data, a, r, "final/fd", args.boot) for a, r in OTHERS) if c]
     print("### Contrasts on the primary endpoint (final FD; negative = first arm better)\n")
-    lines = head[:]
+    lines = HEAD[:]
     if primary:
         lines += contrast_rows([primary], [primary["p"]])
     lines += contrast_rows(fam, holm([c["p"] for c in fam]))
     lines += contrast_rows(others, [c["p"] for c in others])
     print("\n".join(lines) + "\n")
     print("### Secondary endpoints, bounded − clip\n")
-    lines = head[:]
+    lines = HEAD[:]
     for key, name in ENDPOINTS[1:]:
         c = contrast(data, *PRIMARY, key, args.boot)
         if c:
@@ -200,6 +272,11 @@ def main(argv=None) -> None:
     if primary:
         print("\nPer-seed FD differences, bounded − clip: "
               + ", ".join(f"s{s} {d:+.0f}" for s, d in zip(primary["seeds"], primary["diffs"])))
+    if control:
+        print(f"\nBest control (lowest median final FD): {control}\n")
+    for block in ("fashion", "digits"):
+        replication(root, block, control, args.boot, args.retuned)
+    sensitivity(root, data, args.boot)
 
 
 if __name__ == "__main__":

@@ -52,3 +52,49 @@ def test_main_block_reads_every_seed_group_and_renames_the_retuned_arm(tmp_path,
     out = capsys.readouterr().out
     assert "| clip-retuned | 4 |" in out and "clip-x0.8" not in out
     assert "| invclip-exact-bounded − clip | 4 | 4/4 | -100 [-100, -100] | 0.125 |" in out
+
+
+def _block(path, fds, seeds, extra=None):
+    import json
+    path.mkdir(parents=True)
+    runs = [{"constraint": arm, "seed": s, "ok": True,
+             "final": {"final/fd": fds[arm] + s, "final/kid": 0.1, "final/coverage": 1.0,
+                       **(extra or {})},
+             "thresholds": {}} for arm in fds for s in seeds]
+    (path / "results.json").write_text(json.dumps({"runs": runs}))
+
+
+def test_best_control_is_the_lowest_median_fd_and_prints_its_config_name(tmp_path, capsys):
+    from study_tables import main
+    _block(tmp_path / "main" / "s10-11", {"clip": 500.0, "clip-x0.8": 300.0,
+                                          "clip-rebalanced": 350.0, "invclip-balance": 900.0},
+           (10, 11))
+    main(["--root", str(tmp_path), "--best-control"])
+    assert capsys.readouterr().out.strip() == "clip-x0.8"
+    with pytest.raises(SystemExit, match="no main-block results"):
+        main(["--root", str(tmp_path / "empty"), "--best-control"])
+
+
+def test_replication_and_sensitivity_blocks_are_tabulated_against_clip(tmp_path, capsys):
+    from study_tables import main
+    seeds = (10, 11, 12)
+    _block(tmp_path / "main" / "s10-12", {"clip": 500.0, "invclip-exact-bounded": 450.0,
+                                          "clip-rebalanced": 350.0}, seeds)
+    _block(tmp_path / "fashion", {"clip": 800.0, "invclip-exact-bounded": 700.0}, seeds,
+           {"final/classifier_acc": 0.91, "final/fd_ref": 5.0})
+    _block(tmp_path / "fashion-control", {"clip-rebalanced": 600.0}, seeds)
+    _block(tmp_path / "sensitivity", {"invclip-exact-bounded-0.02": 520.0,
+                                      "invclip-exact-bounded-0.5": 400.0}, seeds)
+    main(["--root", str(tmp_path), "--boot", "200"])
+    out = capsys.readouterr().out
+    fashion = out.split("### Replication: fashion")[1].split("###")[0]
+    assert "evaluator held-out accuracy 0.910; real held-out FD 5.0" in fashion
+    assert "| invclip-exact-bounded − clip | 3 | 3/3 | -100 [-100, -100] | 0.25 |" in fashion
+    assert "| clip-rebalanced − clip | 3 | 3/3 | -200 [-200, -200] | 0.25 |" in fashion
+    assert "| invclip-exact-bounded − clip-rebalanced | 3 | 0/3 | 100 [100, 100] | 0.25 |" \
+        in fashion
+    sens = out.split("### Sensitivity")[1]
+    assert "| invclip-exact-bounded-0.02 − clip | 3 | 0/3 | 20 [20, 20] | 0.25 |" in sens
+    assert "| invclip-exact-bounded − clip | 3 | 3/3 | -50 [-50, -50] | 0.25 |" in sens
+    assert "| invclip-exact-bounded-0.5 − clip | 3 | 3/3 | -100 [-100, -100] | 0.25 |" in sens
+    assert "### Replication: digits" not in out
