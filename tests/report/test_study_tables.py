@@ -85,7 +85,8 @@ def test_replication_and_sensitivity_blocks_are_tabulated_against_clip(tmp_path,
     _block(tmp_path / "fashion-control", {"clip-rebalanced": 600.0}, seeds)
     _block(tmp_path / "sensitivity", {"invclip-exact-bounded-0.02": 520.0,
                                       "invclip-exact-bounded-0.5": 400.0}, seeds)
-    main(["--root", str(tmp_path), "--boot", "200"])
+    main(["--root", str(tmp_path), "--boot", "200", "--plot", str(tmp_path / "fd.png")])
+    assert (tmp_path / "fd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     fashion = out.split("### Replication: fashion")[1].split("###")[0]
     assert "evaluator held-out accuracy 0.910; real held-out FD 5.0" in fashion
