@@ -257,6 +257,13 @@ def main(argv=None) -> None:
         return claims(args.claims, args.boot)
     root = args.root
 
+    data = load_main(root, args.retuned)
+    control = best_control(data)
+    if args.best_control:
+        if control is None:
+            raise SystemExit(f"no main-block results under {root / 'main'}")
+        print(args.retuned if control == "clip-retuned" else control)
+        return
     tune = {}
     for block in sorted(root.glob("tune-*")):
         if (block / "results.json").is_file():
@@ -270,13 +277,6 @@ def main(argv=None) -> None:
                   + f" | {fmt(sum(f for _, f in fds) / len(fds))} |")
         print()
 
-    data = load_main(root, args.retuned)
-    control = best_control(data)
-    if args.best_control:
-        if control is None:
-            raise SystemExit(f"no main-block results under {root / 'main'}")
-        print(args.retuned if control == "clip-retuned" else control)
-        return
     if args.plot and data:
         plot_main(data, args.plot)
     print("### Arms (test seeds): median [min–max]\n")

@@ -69,6 +69,7 @@ def test_best_control_is_the_lowest_median_fd_and_prints_its_config_name(tmp_pat
     _block(tmp_path / "main" / "s10-11", {"clip": 500.0, "clip-x0.8": 300.0,
                                           "clip-rebalanced": 350.0, "invclip-balance": 900.0},
            (10, 11))
+    _block(tmp_path / "tune-scale", {"clip": 500.0, "clip-x0.8": 300.0}, (100, 101))
     main(["--root", str(tmp_path), "--best-control"])
     assert capsys.readouterr().out.strip() == "clip-x0.8"
     with pytest.raises(SystemExit, match="no main-block results"):
