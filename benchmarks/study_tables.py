@@ -34,6 +34,8 @@ OTHERS = [("clip-rebalanced", "clip"), ("clip-retuned", "clip"), ("invclip-balan
           ("gp", "clip"), ("gp", "invclip-exact-bounded")]
 #: the controls of the main block; the replications use the one with the lowest median final FD
 CONTROLS = ["clip-rebalanced", "clip-retuned", "invclip-balance"]
+#: generator steps at which the exploratory per-step contrast reads the scheduled eval FD
+MATCHED_STEPS = (1000, 2000)
 ENDPOINTS = [("final/fd", "FD"), ("final/kid", "KID"), ("final/coverage", "classes"),
              ("ttt/eval/fd < 500", "CPU-s to FD<500")]
 
@@ -53,6 +55,11 @@ def load_block(path: Path, rename: Optional[dict[str, str]] = None) -> dict[tupl
         hit = (r.get("thresholds") or {}).get("eval/fd < 500")
         vals["ttt/eval/fd < 500"] = hit["cpu_time"] if hit else None
         vals["generator_steps"] = fin.get("generator_step")
+        vals["ms_per_critic_step_cpu"] = fin.get("ms_per_critic_step_cpu")
+        series = r.get("series") or {}
+        for g, fd in zip(series.get("generator_step") or [], series.get("eval/fd") or []):
+            if g is not None and fd is not None and int(g) in MATCHED_STEPS:
+                vals[f"eval/fd@G{int(g)}"] = fd
         out[(arm, int(r["seed"]))] = vals
     return out
 
@@ -144,12 +151,15 @@ def claims(root: Path, n_boot: int) -> None:
     print("| block | contrast | seeds | arm better on | median FD difference [95 % CI] | p | "
           "verdict |\n|---|---|---|---|---|---|---|")
     for block, arm, ref in EARLIER:
-        c = contrast(load_block(root / block), arm, ref, "final/fd", n_boot)
-        if c:
-            lo, hi = c["ci"]
-            print(f"| {block} | {arm} − {ref} | {c['n']} | {c['wins']}/{c['n']} | "
-                  f"{fmt(c['median'])} [{fmt(lo)}, {fmt(hi)}] | {c['p']:.3g} | "
-                  f"{verdict(c, c['p'])} |")
+        data = load_block(root / block)
+        for key, what in [("final/fd", "")] + [(f"eval/fd@G{g}", f", eval FD at G-step {g:,}")
+                                               for g in MATCHED_STEPS]:
+            c = contrast(data, arm, ref, key, n_boot)
+            if c:
+                lo, hi = c["ci"]
+                print(f"| {block} | {arm} − {ref}{what} | {c['n']} | {c['wins']}/{c['n']} | "
+                      f"{fmt(c['median'])} [{fmt(lo)}, {fmt(hi)}] | {c['p']:.3g} | "
+                      f"{verdict(c, c['p'])} |")
 
 
 def load_main(root: Path, retuned: str) -> dict:
@@ -229,7 +239,8 @@ def plot_main(data, path: Path) -> None:
         ax.scatter([i] * len(ys), ys, s=14, zorder=2)
         ax.hlines(statistics.median(ys), i - 0.25, i + 0.25, color="k", lw=2, zorder=3)
     ax.set_xticks(range(len(arms)), [a.replace("invclip-exact-", "") for a in arms])
-    ax.set_ylabel("final classifier-feature FD (lower is better)")
+    ax.set_yscale("log")
+    ax.set_ylabel("final classifier-feature FD (log scale, lower is better)")
     ax.set_title(f"Table I MLP, full MNIST, 300 CPU-s per run, seeds {seeds[0]}–{seeds[-1]} "
                  "(bar: median)", fontsize=10)
     fig.tight_layout()
@@ -299,6 +310,27 @@ def main(argv=None) -> None:
         if c:
             lines += contrast_rows([c], [c["p"]], f", {name}")
     print("\n".join(lines))
+    print("\n### Exploratory (not pre-registered): per generator step and per CPU-second\n")
+    print("Scheduled eval FD (1,000 samples) at matched generator steps; cost per critic step "
+          "as a ratio to clip's in the same seed (`ms_per_critic_step_cpu`).\n")
+    lines = HEAD[:]
+    for arm in ("invclip-exact-bounded", "clip-rebalanced", "clip-retuned"):
+        for g in MATCHED_STEPS:
+            c = contrast(data, arm, "clip", f"eval/fd@G{g}", args.boot)
+            if c:
+                lines += contrast_rows([c], [c["p"]], f", eval FD at G-step {g:,}")
+    print("\n".join(lines) + "\n")
+    for arm in dict.fromkeys(a for a, _ in data):
+        ratios = [data[(arm, s)]["ms_per_critic_step_cpu"] / data[("clip", s)]["ms_per_critic_step_cpu"]
+                  for (a, s) in data if a == arm and ("clip", s) in data
+                  and data[(arm, s)].get("ms_per_critic_step_cpu")
+                  and data[("clip", s)].get("ms_per_critic_step_cpu")]
+        steps = [v["generator_steps"] for (a, _), v in data.items() if a == arm
+                 and v.get("generator_steps") is not None]
+        if ratios and steps:
+            print(f"- {arm}: CPU per critic step ×{statistics.median(ratios):.2f} of clip's "
+                  f"(median; {min(ratios):.2f}–{max(ratios):.2f}), generator steps in the budget "
+                  f"{statistics.median(steps):,.0f} ({min(steps):,.0f}–{max(steps):,.0f})")
     if primary:
         print("\nPer-seed FD differences, bounded − clip: "
               + ", ".join(f"s{s} {d:+.0f}" for s, d in zip(primary["seeds"], primary["diffs"])))
