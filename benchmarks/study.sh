@@ -10,6 +10,7 @@
 #   CONTROL=<best control> bash benchmarks/study.sh fashion   # replication, Fashion-MNIST
 #   CONTROL=<best control> bash benchmarks/study.sh digits    # replication, embedded digits
 #   bash benchmarks/study.sh sensitivity       # max_drift 0.02 and 0.5 (0.1: the main block's)
+#   bash benchmarks/study.sh dcgan-budget      # Table II: clip's generator steps to FD < 500
 #   python benchmarks/study_tables.py   # the tables of §6 from the results so far
 #
 # Outputs: $OUT/<block>/ (default runs/study), results.json, report.md, plots/. The main block
@@ -81,6 +82,38 @@ case "$BLOCK" in
   sensitivity)  # max_drift 0.1 and clip on these seeds are the main block's runs
     study invclip-exact-bounded-0.02,invclip-exact-bounded-0.5 \
       "$REPLICATION_SEEDS" "$OUT/sensitivity" ;;
-  *) echo "usage: $0 tune|main|fashion|digits|sensitivity [compare options]" >&2
+  dcgan-budget)  # Table II on CPU, plain clipping, seed 0, the set-up of gpu_dcgan.sh: train
+    # in chunks of $CHUNK generator steps (each a resume of the same run) until the scheduled
+    # eval FD drops below $FD_OK or $MAX_STEPS is reached; prints the step. Resumable.
+    d=$OUT/dcgan-budget-clip-s0 CHUNK=${CHUNK:-250} FD_OK=${FD_OK:-500} MAX_STEPS=${MAX_STEPS:-4000}
+    while :; do
+      read -r done hit < <($PY - "$d/metrics.jsonl" "$FD_OK" <<'EOF'
+import json, sys
+from pathlib import Path
+path, ok = Path(sys.argv[1]), float(sys.argv[2])
+rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+steps = [r["generator_step"] for r in rows if "generator_step" in r]
+hits = [r["generator_step"] for r in rows if isinstance(r.get("eval/fd"), (int, float))
+        and r["eval/fd"] < ok]
+print(int(max(steps, default=0)), int(hits[0]) if hits else 0)
+EOF
+)
+      if [ "$hit" -gt 0 ]; then echo "dcgan-budget: eval FD < $FD_OK at generator step $hit"; break; fi
+      next=$(( (done / CHUNK + 1) * CHUNK ))
+      if [ "$next" -gt "$MAX_STEPS" ]; then echo "dcgan-budget: no FD < $FD_OK by step $done"; break; fi
+      keys=(--set train.generator_steps="$next")
+      if [ -d "$d/checkpoints" ]; then
+        $PY -m wganlab train --resume "$d" "${keys[@]}"
+      else
+        $PY -m wganlab train --config mnist_dcgan --out "$d" "${keys[@]}" \
+          --set data.name=mnist --set data.dir="$MNIST_DIR" --set train.threads=1 \
+          --set train.amp="${AMP:-false}" --set train.tensorboard=false \
+          --set train.progress=false --set train.warmup_generator_steps=0 \
+          --set train.warmup_every=0 --set train.diagnostics_every=0 --set train.log_every=25 \
+          --set train.sample_every="$CHUNK" --set train.eval_every="$CHUNK" \
+          --set train.eval_samples=1000 --set constraint.name=clip --set seed=0 "${EXTRA[@]}"
+      fi
+    done ;;
+  *) echo "usage: $0 tune|main|fashion|digits|sensitivity|dcgan-budget [compare options]" >&2
      exit 2 ;;
 esac
