@@ -160,7 +160,9 @@ def test_repeated_kills_never_leave_a_wrong_checkpoint(fast_path):
     run = fast_path / "run"
     rng = random.Random(11)
     kills = valid = invalid = interrupted = 0
-    while kills < 24:
+    # 24 kills, more (up to 80) while fewer than two landed in a write: on a loaded machine
+    # the child may rarely be inside one when the kill arrives
+    while kills < 24 or (interrupted < 2 and kills < 80):
         pid = forked(storm_child(run), fast_path / "stderr.txt")
         if kills % 2:  # at a random time
             time.sleep(rng.uniform(0.01, 0.15))
