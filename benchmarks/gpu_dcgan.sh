@@ -35,14 +35,8 @@ if [ -z "${STEPS:-}" ]; then
     --set constraint.name=clip --set seed=0 --set train.generator_steps="$MAX_STEPS" \
     --set train.eval_every=250 --set train.eval_samples=1000 \
     --out "$OUT/phase1-clip-s0" 2>&1 | tail -n 5 || true   # a timeout still leaves its evals
-  STEPS=$($PY - "$OUT/phase1-clip-s0/metrics.jsonl" "$FD_OK" "$MAX_STEPS" <<'EOF'
-import json, sys
-path, ok, cap = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-hits = [r["generator_step"] for r in map(json.loads, open(path))
-        if isinstance(r.get("eval/fd"), (int, float)) and r["eval/fd"] < ok]
-print(hits[0] if hits else cap)
-EOF
-)
+  read -r _ STEPS < <($PY benchmarks/fd_reached.py "$OUT/phase1-clip-s0/metrics.jsonl" "$FD_OK")
+  [ "$STEPS" -gt 0 ] || STEPS=$MAX_STEPS
   echo "phase 1: clipping reaches FD < $FD_OK at generator step $STEPS (cap $MAX_STEPS)" \
     | tee "$OUT/phase1.txt"
 fi

@@ -87,17 +87,7 @@ case "$BLOCK" in
     # eval FD drops below $FD_OK or $MAX_STEPS is reached; prints the step. Resumable.
     d=$OUT/dcgan-budget-clip-s0 CHUNK=${CHUNK:-250} FD_OK=${FD_OK:-500} MAX_STEPS=${MAX_STEPS:-4000}
     while :; do
-      read -r done hit < <($PY - "$d/metrics.jsonl" "$FD_OK" <<'EOF'
-import json, sys
-from pathlib import Path
-path, ok = Path(sys.argv[1]), float(sys.argv[2])
-rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-steps = [r["generator_step"] for r in rows if "generator_step" in r]
-hits = [r["generator_step"] for r in rows if isinstance(r.get("eval/fd"), (int, float))
-        and r["eval/fd"] < ok]
-print(int(max(steps, default=0)), int(hits[0]) if hits else 0)
-EOF
-)
+      read -r done hit < <($PY benchmarks/fd_reached.py "$d/metrics.jsonl" "$FD_OK")
       if [ "$hit" -gt 0 ]; then echo "dcgan-budget: eval FD < $FD_OK at generator step $hit"; break; fi
       next=$(( (done / CHUNK + 1) * CHUNK ))
       if [ "$next" -gt "$MAX_STEPS" ]; then echo "dcgan-budget: no FD < $FD_OK by step $done"; break; fi

@@ -100,3 +100,16 @@ def test_replication_and_sensitivity_blocks_are_tabulated_against_clip(tmp_path,
     assert "| invclip-exact-bounded − clip | 3 | 3/3 | -50 [-50, -50] | 0.25 |" in sens
     assert "| invclip-exact-bounded-0.5 − clip | 3 | 3/3 | -100 [-100, -100] | 0.25 |" in sens
     assert "### Replication: digits" not in out
+
+
+def test_fd_reached_gives_the_last_step_and_the_first_step_below_the_target(tmp_path):
+    import json
+
+    from fd_reached import fd_reached
+    rows = [{"generator_step": 250, "eval/fd": 900.0}, {"generator_step": 300},
+            {"generator_step": 500, "eval/fd": 450.0}, {"generator_step": 750, "eval/fd": 300.0}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert fd_reached(path, 500) == (750, 500)
+    assert fd_reached(path, 100) == (750, 0)
+    assert fd_reached(tmp_path / "missing.jsonl", 500) == (0, 0)
