@@ -9,9 +9,10 @@ rebalanced, the retuning grid's choice shown as ``clip-retuned``, balance, gp) a
 ``<root>/tune-*/results.json`` (the retuning grid). Prints Markdown: the grid, per-arm medians,
 and for each contrast of the protocol the per-seed differences, their median with a bootstrap
 95 % CI, the exact paired sign-flip p (Holm-adjusted within the attribution family) and the
-verdict. Then the replications (``<root>/fashion``, ``<root>/digits``, each with its
-``-control`` block) and the ``max_drift`` sensitivity (``<root>/sensitivity``; its 0.1 arm and
-clip are the main block's runs on the same seeds), where they exist. A block still running can be summarised first with ``wganlab compare ...
+verdict; an exploratory per-step and cost table. Then the replications (``<root>/fashion``,
+``<root>/digits``, each with its ``-control`` block) and the ``max_drift`` sensitivity
+(``<root>/sensitivity``; its 0.1 arm and clip are the main block's runs on the same seeds),
+where they exist. A block still running can be summarised first with ``wganlab compare ...
 --report-only`` (its finished runs only).
 """
 from __future__ import annotations
@@ -249,6 +250,31 @@ def plot_main(data, path: Path) -> None:
     plt.close(fig)
 
 
+def exploratory(data, n_boot: int) -> None:
+    """Not pre-registered: each arm against clip at matched generator steps (the scheduled eval
+    FD), and what a critic step costs each arm relative to clip in the same seed."""
+    print("\n### Exploratory (not pre-registered): per generator step and per CPU-second\n")
+    print("Scheduled eval FD (1,000 samples) at matched generator steps; cost per critic step "
+          "as a ratio to clip's in the same seed (`ms_per_critic_step_cpu`).\n")
+    lines = HEAD[:]
+    for arm in ("invclip-exact-bounded", "clip-rebalanced", "clip-retuned"):
+        for g in MATCHED_STEPS:
+            c = contrast(data, arm, "clip", f"eval/fd@G{g}", n_boot)
+            if c:
+                lines += contrast_rows([c], [c["p"]], f", eval FD at G-step {g:,}")
+    print("\n".join(lines) + "\n")
+    cost = "ms_per_critic_step_cpu"
+    for arm in dict.fromkeys(a for a, _ in data):
+        ratios = [data[(arm, s)][cost] / data[("clip", s)][cost] for (a, s) in data
+                  if a == arm and data[(a, s)].get(cost) and data.get(("clip", s), {}).get(cost)]
+        steps = [v["generator_steps"] for (a, _), v in data.items() if a == arm
+                 and v.get("generator_steps") is not None]
+        if ratios and steps:
+            print(f"- {arm}: CPU per critic step ×{statistics.median(ratios):.2f} of clip's "
+                  f"(median; {min(ratios):.2f}–{max(ratios):.2f}), generator steps in the budget "
+                  f"{statistics.median(steps):,.0f} ({min(steps):,.0f}–{max(steps):,.0f})")
+
+
 HEAD = ["| contrast | seeds | arm better on | median difference [95 % CI] | p | "
         "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
 
@@ -310,27 +336,7 @@ def main(argv=None) -> None:
         if c:
             lines += contrast_rows([c], [c["p"]], f", {name}")
     print("\n".join(lines))
-    print("\n### Exploratory (not pre-registered): per generator step and per CPU-second\n")
-    print("Scheduled eval FD (1,000 samples) at matched generator steps; cost per critic step "
-          "as a ratio to clip's in the same seed (`ms_per_critic_step_cpu`).\n")
-    lines = HEAD[:]
-    for arm in ("invclip-exact-bounded", "clip-rebalanced", "clip-retuned"):
-        for g in MATCHED_STEPS:
-            c = contrast(data, arm, "clip", f"eval/fd@G{g}", args.boot)
-            if c:
-                lines += contrast_rows([c], [c["p"]], f", eval FD at G-step {g:,}")
-    print("\n".join(lines) + "\n")
-    for arm in dict.fromkeys(a for a, _ in data):
-        ratios = [data[(arm, s)]["ms_per_critic_step_cpu"] / data[("clip", s)]["ms_per_critic_step_cpu"]
-                  for (a, s) in data if a == arm and ("clip", s) in data
-                  and data[(arm, s)].get("ms_per_critic_step_cpu")
-                  and data[("clip", s)].get("ms_per_critic_step_cpu")]
-        steps = [v["generator_steps"] for (a, _), v in data.items() if a == arm
-                 and v.get("generator_steps") is not None]
-        if ratios and steps:
-            print(f"- {arm}: CPU per critic step ×{statistics.median(ratios):.2f} of clip's "
-                  f"(median; {min(ratios):.2f}–{max(ratios):.2f}), generator steps in the budget "
-                  f"{statistics.median(steps):,.0f} ({min(steps):,.0f}–{max(steps):,.0f})")
+    exploratory(data, args.boot)
     if primary:
         print("\nPer-seed FD differences, bounded − clip: "
               + ", ".join(f"s{s} {d:+.0f}" for s, d in zip(primary["seeds"], primary["diffs"])))
