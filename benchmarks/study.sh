@@ -11,6 +11,7 @@
 #   CONTROL=<best control> bash benchmarks/study.sh digits    # replication, embedded digits
 #   bash benchmarks/study.sh sensitivity       # max_drift 0.02 and 0.5 (0.1: the main block's)
 #   bash benchmarks/study.sh dcgan-budget      # Table II: clip's generator steps to FD < 500
+#   CONSTRAINT=invclip-paper STEPS=<that step> bash benchmarks/study.sh dcgan-follow  # one arm
 #   python benchmarks/study_tables.py   # the tables of §6 from the results so far
 #
 # Outputs: $OUT/<block>/ (default runs/study), results.json, report.md, plots/. The main block
@@ -63,6 +64,23 @@ replicate() {  # replicate <block> [--set ...]: clip, bounded and $CONTROL on an
   arm "$CONTROL" "$REPLICATION_SEEDS" "$OUT/$block-control" "$@"
 }
 
+# the DCGAN blocks: one run (seed 0) trained, or resumed, up to a number of generator steps
+CHUNK=${CHUNK:-250} FD_OK=${FD_OK:-500} MAX_STEPS=${MAX_STEPS:-4000}
+dcgan_chunk() {  # dcgan_chunk <constraint> <dir> <generator steps>
+  local cons=$1 d=$2 steps=$3
+  if [ -d "$d/checkpoints" ]; then
+    $PY -m wganlab train --resume "$d" --set train.generator_steps="$steps"
+  else
+    $PY -m wganlab train --config mnist_dcgan --out "$d" --set train.generator_steps="$steps" \
+      --set data.name=mnist --set data.dir="$MNIST_DIR" --set train.threads=1 \
+      --set train.amp="${AMP:-false}" --set train.tensorboard=false \
+      --set train.progress=false --set train.warmup_generator_steps=0 \
+      --set train.warmup_every=0 --set train.diagnostics_every=0 --set train.log_every=25 \
+      --set train.sample_every="$CHUNK" --set train.eval_every="$CHUNK" \
+      --set train.eval_samples=1000 --set constraint.name="$cons" --set seed=0 "${EXTRA[@]}"
+  fi
+}
+
 case "$BLOCK" in
   tune)
     study clip,clip-x0.8,clip-x1.25 "$TUNE_SEEDS" "$OUT/tune-scale"
@@ -85,25 +103,24 @@ case "$BLOCK" in
   dcgan-budget)  # Table II on CPU, plain clipping, seed 0, the set-up of gpu_dcgan.sh: train
     # in chunks of $CHUNK generator steps (each a resume of the same run) until the scheduled
     # eval FD drops below $FD_OK or $MAX_STEPS is reached; prints the step. Resumable.
-    d=$OUT/dcgan-budget-clip-s0 CHUNK=${CHUNK:-250} FD_OK=${FD_OK:-500} MAX_STEPS=${MAX_STEPS:-4000}
+    d=$OUT/dcgan-budget-clip-s0
     while :; do
       read -r done hit < <($PY benchmarks/fd_reached.py "$d/metrics.jsonl" "$FD_OK")
       if [ "$hit" -gt 0 ]; then echo "dcgan-budget: eval FD < $FD_OK at generator step $hit"; break; fi
       next=$(( (done / CHUNK + 1) * CHUNK ))
       if [ "$next" -gt "$MAX_STEPS" ]; then echo "dcgan-budget: no FD < $FD_OK by step $done"; break; fi
-      keys=(--set train.generator_steps="$next")
-      if [ -d "$d/checkpoints" ]; then
-        $PY -m wganlab train --resume "$d" "${keys[@]}"
-      else
-        $PY -m wganlab train --config mnist_dcgan --out "$d" "${keys[@]}" \
-          --set data.name=mnist --set data.dir="$MNIST_DIR" --set train.threads=1 \
-          --set train.amp="${AMP:-false}" --set train.tensorboard=false \
-          --set train.progress=false --set train.warmup_generator_steps=0 \
-          --set train.warmup_every=0 --set train.diagnostics_every=0 --set train.log_every=25 \
-          --set train.sample_every="$CHUNK" --set train.eval_every="$CHUNK" \
-          --set train.eval_samples=1000 --set constraint.name=clip --set seed=0 "${EXTRA[@]}"
-      fi
+      dcgan_chunk clip "$d" "$next"
     done ;;
-  *) echo "usage: $0 tune|main|fashion|digits|sensitivity|dcgan-budget [compare options]" >&2
+  dcgan-follow)  # one more arm on the budget run's seed and set-up, to $STEPS generator steps
+    # (the budget search's answer), in the same chunks and with the same evals. Resumable.
+    : "${CONSTRAINT:?set CONSTRAINT, e.g. invclip-paper}" "${STEPS:?set STEPS to the budget}"
+    d=$OUT/dcgan-follow-$CONSTRAINT-s0
+    while :; do
+      read -r done _ < <($PY benchmarks/fd_reached.py "$d/metrics.jsonl" "$FD_OK")
+      [ "$done" -lt "$STEPS" ] || { echo "dcgan-follow: $CONSTRAINT at step $done"; break; }
+      next=$(( (done / CHUNK + 1) * CHUNK )); [ "$next" -le "$STEPS" ] || next=$STEPS
+      dcgan_chunk "$CONSTRAINT" "$d" "$next"
+    done ;;
+  *) echo "usage: $0 tune|main|fashion|digits|sensitivity|dcgan-budget|dcgan-follow [compare options]" >&2
      exit 2 ;;
 esac
