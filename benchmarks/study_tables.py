@@ -12,8 +12,9 @@ and for each contrast of the protocol the per-seed differences, their median wit
 verdict; an exploratory per-step and cost table. Then the replications (``<root>/fashion``,
 ``<root>/digits``, each with its ``-control`` block) and the ``max_drift`` sensitivity
 (``<root>/sensitivity``; its 0.1 arm and clip are the main block's runs on the same seeds),
-where they exist. A block still running can be summarised first with ``wganlab compare ...
---report-only`` (its finished runs only).
+and the Table II DCGAN runs of ``<root>/dcgan/`` (their ``metrics.jsonl``), where they exist.
+A block still running can be summarised first with ``wganlab compare ... --report-only`` (its
+finished runs only).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from fd_reached import fd_reached
 
 from wganlab.report.compare import sign_flip_p
 
@@ -275,6 +277,32 @@ def exploratory(data, n_boot: int) -> None:
                   f"{statistics.median(steps):,.0f} ({min(steps):,.0f}–{max(steps):,.0f})")
 
 
+def dcgan(root: Path) -> None:
+    """The Table II DCGAN runs on CPU (seed 0): plain clipping's budget search and the arms that
+    follow it to the same step, their scheduled eval FD side by side (one seed: exploratory)."""
+    runs, dirs = {}, {}
+    for d in sorted((root / "dcgan").glob("dcgan-*-s0")):
+        name = d.name.removeprefix("dcgan-budget-").removeprefix("dcgan-follow-")[:-3]
+        dirs[name] = d.name
+        runs[name] = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()
+                      if x.strip()]
+    if not runs:
+        return
+    arms = sorted(runs, key=lambda a: (a != "clip", a))
+    fds = {a: {r["generator_step"]: r["eval/fd"] for r in rows if "eval/fd" in r}
+           for a, rows in runs.items()}
+    print("### Table II DCGAN on CPU, seed 0 (exploratory: one seed)\n")
+    print("Scheduled eval FD (1,000 samples) by generator step.\n")
+    print("| generator step | " + " | ".join(arms) + " |\n|---" * (len(arms) + 1) + "|")
+    for g in sorted(set().union(*fds.values())):
+        print(f"| {g:,} | " + " | ".join(fmt(fds[a].get(g)) for a in arms) + " |")
+    print()
+    for a in arms:
+        done, hit = fd_reached(root / "dcgan" / dirs[a] / "metrics.jsonl", 500)
+        cpu = max((r["cpu_time"], r["generator_step"]) for r in runs[a] if "cpu_time" in r)
+        print(f"- {a}: {done:,} generator steps, {cpu[0] / cpu[1]:.2f} CPU-s each; eval FD < 500 "
+              + (f"first at step {hit:,}" if hit else "not reached"))
+
 HEAD = ["| contrast | seeds | arm better on | median difference [95 % CI] | p | "
         "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
 
@@ -345,6 +373,7 @@ def main(argv=None) -> None:
     for block in ("fashion", "digits"):
         replication(root, block, control, args.boot, args.retuned)
     sensitivity(root, data, args.boot)
+    dcgan(root)
 
 
 if __name__ == "__main__":

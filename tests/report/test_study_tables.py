@@ -113,3 +113,22 @@ def test_fd_reached_gives_the_last_step_and_the_first_step_below_the_target(tmp_
     assert fd_reached(path, 500) == (750, 500)
     assert fd_reached(path, 100) == (750, 0)
     assert fd_reached(tmp_path / "missing.jsonl", 500) == (0, 0)
+
+
+def test_dcgan_runs_are_tabulated_by_step_with_the_first_step_below_500(tmp_path, capsys):
+    import json
+
+    from study_tables import dcgan
+    curves = {"dcgan-budget-clip-s0": [900.0, 450.0], "dcgan-follow-invclip-paper-s0": [950.0, 800.0]}
+    for name, fds in curves.items():
+        d = tmp_path / "dcgan" / name
+        d.mkdir(parents=True)
+        rows = [{"generator_step": g, "cpu_time": 2.0 * g, "eval/fd": f}
+                for g, f in zip((250, 500), fds)]
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    dcgan(tmp_path)
+    out = capsys.readouterr().out
+    assert "| generator step | clip | invclip-paper |" in out
+    assert "| 250 | 900 | 950 |" in out and "| 500 | 450 | 800 |" in out
+    assert "- clip: 500 generator steps, 2.00 CPU-s each; eval FD < 500 first at step 500" in out
+    assert "- invclip-paper: 500 generator steps, 2.00 CPU-s each; eval FD < 500 not reached" in out
