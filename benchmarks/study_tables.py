@@ -277,7 +277,7 @@ def exploratory(data, n_boot: int) -> None:
                   f"{statistics.median(steps):,.0f} ({min(steps):,.0f}–{max(steps):,.0f})")
 
 
-def dcgan(root: Path) -> None:
+def dcgan(root: Path, plot: Optional[Path] = None) -> None:
     """The Table II DCGAN runs on CPU (seed 0): plain clipping's budget search and the arms that
     follow it to the same step, their scheduled eval FD side by side (one seed: exploratory)."""
     runs, dirs = {}, {}
@@ -289,6 +289,8 @@ def dcgan(root: Path) -> None:
     if not runs:
         return
     arms = sorted(runs, key=lambda a: (a != "clip", a))
+    if plot:
+        plot_dcgan(root / "dcgan", dirs, arms, runs, plot)
     fds = {a: {r["generator_step"]: r["eval/fd"] for r in rows if "eval/fd" in r}
            for a, rows in runs.items()}
     print("### Table II DCGAN on CPU, seed 0 (exploratory: one seed)\n")
@@ -303,6 +305,40 @@ def dcgan(root: Path) -> None:
         print(f"- {a}: {done:,} generator steps, {cpu[0] / cpu[1]:.2f} CPU-s each; eval FD < 500 "
               + (f"first at step {hit:,}" if hit else "not reached"))
 
+def plot_dcgan(folder: Path, dirs: dict, arms: list[str], runs: dict, path: Path) -> None:
+    """Left: each arm's scheduled eval FD against generator steps. Right: each arm's samples at
+    the last step every arm has reached, so that the grids compare equal training."""
+    from wganlab.plotting import pyplot
+    plt = pyplot()
+    fig = plt.figure(figsize=(3.2 + 2.4 * len(arms), 3.4))
+    grid = fig.add_gridspec(1, len(arms) + 1, width_ratios=[1.6] + [1] * len(arms))
+    ax = fig.add_subplot(grid[0])
+    for a in arms:
+        pts = sorted((r["generator_step"], r["eval/fd"]) for r in runs[a] if "eval/fd" in r)
+        ax.plot(*zip(*pts), marker="o", ms=3, label=a)
+    ax.axhline(500, color="0.6", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("generator step")
+    ax.set_ylabel("eval FD (log; lower is better)")
+    ax.legend(fontsize=7)
+    shown = [{int(f.stem.removeprefix("step_")) for f in (folder / dirs[a] / "samples").glob(
+        "step_*.png")} for a in arms]
+    common = max(set.intersection(*shown), default=None)
+    for i, a in enumerate(arms):
+        sx = fig.add_subplot(grid[i + 1])
+        sx.set_xticks([])
+        sx.set_yticks([])
+        sx.set_title(f"{a}, step {common:,}" if common else a, fontsize=8)
+        if common:
+            img = plt.imread(folder / dirs[a] / "samples" / f"step_{common:07d}.png")
+            sx.imshow(img, cmap="gray" if img.ndim == 2 else None)
+    fig.suptitle("Table II DCGAN, full MNIST, seed 0, on CPU", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 HEAD = ["| contrast | seeds | arm better on | median difference [95 % CI] | p | "
         "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
 
@@ -315,6 +351,8 @@ def main(argv=None) -> None:
     ap.add_argument("--best-control", action="store_true",
                     help="print the replications' control arm (its config name) and stop")
     ap.add_argument("--plot", type=Path, help="write the main block's per-seed FD figure here")
+    ap.add_argument("--dcgan-plot", type=Path,
+                    help="write the DCGAN runs' FD curves and samples figure here")
     ap.add_argument("--claims", nargs="?", const=Path("benchmarks/results/reproduction"),
                     type=Path, help="the earlier blocks' contrasts (folder of the blocks)")
     args = ap.parse_args(argv)
@@ -373,7 +411,7 @@ def main(argv=None) -> None:
     for block in ("fashion", "digits"):
         replication(root, block, control, args.boot, args.retuned)
     sensitivity(root, data, args.boot)
-    dcgan(root)
+    dcgan(root, args.dcgan_plot)
 
 
 if __name__ == "__main__":

@@ -118,15 +118,24 @@ def test_fd_reached_gives_the_last_step_and_the_first_step_below_the_target(tmp_
 def test_dcgan_runs_are_tabulated_by_step_with_the_first_step_below_500(tmp_path, capsys):
     import json
 
+    import numpy as np
     from study_tables import dcgan
-    curves = {"dcgan-budget-clip-s0": [900.0, 450.0], "dcgan-follow-invclip-paper-s0": [950.0, 800.0]}
+
+    from wganlab.plotting import pyplot
+    plt = pyplot()
+    curves = {"dcgan-budget-clip-s0": [900.0, 450.0],
+              "dcgan-follow-invclip-paper-s0": [950.0, 800.0]}
     for name, fds in curves.items():
         d = tmp_path / "dcgan" / name
         d.mkdir(parents=True)
         rows = [{"generator_step": g, "cpu_time": 2.0 * g, "eval/fd": f}
                 for g, f in zip((250, 500), fds)]
         (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    dcgan(tmp_path)
+        (d / "samples").mkdir()
+        for g in (250, 500):
+            plt.imsave(d / "samples" / f"step_{g:07d}.png", np.zeros((8, 8)), cmap="gray")
+    dcgan(tmp_path, plot=tmp_path / "dcgan.png")
+    assert plt.imread(tmp_path / "dcgan.png").shape[1] > 400
     out = capsys.readouterr().out
     assert "| generator step | clip | invclip-paper |" in out
     assert "| 250 | 900 | 950 |" in out and "| 500 | 450 | 800 |" in out
