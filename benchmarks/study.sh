@@ -12,6 +12,7 @@
 #   bash benchmarks/study.sh sensitivity       # max_drift 0.02 and 0.5 (0.1: the main block's)
 #   bash benchmarks/study.sh dcgan-budget      # Table II: clip's generator steps to FD < 500
 #   CONSTRAINT=invclip-paper STEPS=<that step> bash benchmarks/study.sh dcgan-follow  # one arm
+#   STEPS=<that step> JOBS=2 bash benchmarks/study.sh dcgan   # the 3 x 3 block at that step
 #   python benchmarks/study_tables.py   # the tables of §6 from the results so far
 #
 # Outputs: $OUT/<block>/ (default runs/study), results.json, report.md, plots/. The main block
@@ -121,6 +122,19 @@ case "$BLOCK" in
       next=$(( (done / CHUNK + 1) * CHUNK )); [ "$next" -le "$STEPS" ] || next=$STEPS
       dcgan_chunk "$CONSTRAINT" "$d" "$next"
     done ;;
-  *) echo "usage: $0 tune|main|fashion|digits|sensitivity|dcgan-budget|dcgan-follow [compare options]" >&2
+  dcgan)  # Table II: clip, invclip-paper and bounded on seeds 0-2 at $STEPS generator steps (the
+    # budget search's answer), the budget run's set-up and evals; `compare` resumes partial runs
+    : "${STEPS:?set STEPS to the generator step the dcgan-budget block printed}"
+    $PY -m wganlab compare --config mnist_dcgan \
+      --constraints clip,invclip-paper,invclip-exact-bounded --seeds "${DCGAN_SEEDS:-0,1,2}" \
+      --generator-steps "$STEPS" --out "$OUT/dcgan-block" --threads 1 --jobs "${JOBS:-1}" \
+      --set data.name=mnist --set data.dir="$MNIST_DIR" --set train.amp="${AMP:-false}" \
+      --set train.tensorboard=false --set train.progress=false \
+      --set train.warmup_generator_steps=0 --set train.warmup_every=0 \
+      --set train.diagnostics_every=0 --set train.log_every=25 \
+      --set train.sample_every="$CHUNK" --set train.eval_every="$CHUNK" \
+      --set train.eval_samples=1000 --eval-samples 2000 --threshold "eval/fd<$FD_OK" \
+      "${EXTRA[@]}" ;;
+  *) echo "usage: $0 tune|main|fashion|digits|sensitivity|dcgan-budget|dcgan-follow|dcgan [compare options]" >&2
      exit 2 ;;
 esac
