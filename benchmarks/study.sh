@@ -11,7 +11,6 @@
 #   CONTROL=<best control> bash benchmarks/study.sh digits    # replication, embedded digits
 #   bash benchmarks/study.sh sensitivity       # max_drift 0.02 and 0.5 (0.1: the main block's)
 #   bash benchmarks/study.sh dcgan-budget      # Table II: clip's generator steps to FD < 500
-#   CONSTRAINT=invclip-paper STEPS=<that step> bash benchmarks/study.sh dcgan-follow  # one arm
 #   STEPS=<that step> JOBS=2 bash benchmarks/study.sh dcgan   # the 3 x 3 block at that step
 #   python benchmarks/study_tables.py   # the tables of §6 from the results so far
 #
@@ -112,16 +111,6 @@ case "$BLOCK" in
       if [ "$next" -gt "$MAX_STEPS" ]; then echo "dcgan-budget: no FD < $FD_OK by step $done"; break; fi
       dcgan_chunk clip "$d" "$next"
     done ;;
-  dcgan-follow)  # one more arm on the budget run's seed and set-up, to $STEPS generator steps
-    # (the budget search's answer), in the same chunks and with the same evals. Resumable.
-    : "${CONSTRAINT:?set CONSTRAINT, e.g. invclip-paper}" "${STEPS:?set STEPS to the budget}"
-    d=$OUT/dcgan-follow-$CONSTRAINT-s0
-    while :; do
-      read -r done _ < <($PY benchmarks/fd_reached.py "$d/metrics.jsonl" "$FD_OK")
-      [ "$done" -lt "$STEPS" ] || { echo "dcgan-follow: $CONSTRAINT at step $done"; break; }
-      next=$(( (done / CHUNK + 1) * CHUNK )); [ "$next" -le "$STEPS" ] || next=$STEPS
-      dcgan_chunk "$CONSTRAINT" "$d" "$next"
-    done ;;
   dcgan)  # Table II: clip, invclip-paper and bounded on seeds 0-2 at $STEPS generator steps (the
     # budget search's answer), the budget run's set-up and evals; `compare` resumes partial runs
     : "${STEPS:?set STEPS to the generator step the dcgan-budget block printed}"
@@ -135,6 +124,6 @@ case "$BLOCK" in
       --set train.sample_every="$CHUNK" --set train.eval_every="$CHUNK" \
       --set train.eval_samples=1000 --eval-samples 2000 --threshold "eval/fd<$FD_OK" \
       "${EXTRA[@]}" ;;
-  *) echo "usage: $0 tune|main|fashion|digits|sensitivity|dcgan-budget|dcgan-follow|dcgan [compare options]" >&2
+  *) echo "usage: $0 tune|main|fashion|digits|sensitivity|dcgan-budget|dcgan [compare options]" >&2
      exit 2 ;;
 esac

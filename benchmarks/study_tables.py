@@ -12,7 +12,8 @@ and for each contrast of the protocol the per-seed differences, their median wit
 verdict; an exploratory per-step and cost table. Then the replications (``<root>/fashion``,
 ``<root>/digits``, each with its ``-control`` block) and the ``max_drift`` sensitivity
 (``<root>/sensitivity``; its 0.1 arm and clip are the main block's runs on the same seeds),
-and the Table II DCGAN runs of ``<root>/dcgan/`` (their ``metrics.jsonl``), where they exist.
+and the Table II DCGAN's budget search (``<root>/dcgan-budget-clip-s0``) and block
+(``<root>/dcgan-block``), where they exist.
 A block still running can be summarised first with ``wganlab compare ... --report-only`` (its
 finished runs only).
 """
@@ -43,8 +44,10 @@ ENDPOINTS = [("final/fd", "FD"), ("final/kid", "KID"), ("final/coverage", "class
              ("ttt/eval/fd < 500", "CPU-s to FD<500")]
 
 
-def load_block(path: Path, rename: Optional[dict[str, str]] = None) -> dict[tuple[str, int], dict]:
-    """{(arm, seed): {endpoint: value}} of a block's finished, evaluated runs."""
+def load_block(path: Path, rename: Optional[dict[str, str]] = None,
+               steps: tuple[int, ...] = MATCHED_STEPS) -> dict[tuple[str, int], dict]:
+    """{(arm, seed): {endpoint: value}} of a block's finished, evaluated runs; the scheduled eval
+    FD at the generator ``steps`` as ``eval/fd@G<step>``."""
     res = json.loads((path / "results.json").read_text())
     out = {}
     for r in res["runs"]:
@@ -61,7 +64,7 @@ def load_block(path: Path, rename: Optional[dict[str, str]] = None) -> dict[tupl
         vals["ms_per_critic_step_cpu"] = fin.get("ms_per_critic_step_cpu")
         series = r.get("series") or {}
         for g, fd in zip(series.get("generator_step") or [], series.get("eval/fd") or []):
-            if g is not None and fd is not None and int(g) in MATCHED_STEPS:
+            if g is not None and fd is not None and int(g) in steps:
                 vals[f"eval/fd@G{int(g)}"] = fd
         out[(arm, int(r["seed"]))] = vals
     return out
@@ -277,67 +280,32 @@ def exploratory(data, n_boot: int) -> None:
                   f"{statistics.median(steps):,.0f} ({min(steps):,.0f}–{max(steps):,.0f})")
 
 
-def dcgan(root: Path, plot: Optional[Path] = None) -> None:
-    """The Table II DCGAN runs on CPU (seed 0): plain clipping's budget search and the arms that
-    follow it to the same step, their scheduled eval FD side by side (one seed: exploratory)."""
-    runs, dirs = {}, {}
-    for d in sorted((root / "dcgan").glob("dcgan-*-s0")):
-        name = d.name.removeprefix("dcgan-budget-").removeprefix("dcgan-follow-")[:-3]
-        dirs[name] = d.name
-        runs[name] = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()
-                      if x.strip()]
-    if not runs:
+def dcgan(root: Path, n_boot: int) -> None:
+    """Table II DCGAN on CPU: plain clipping's budget search (seed 0), then the 3 x 3 block at
+    that budget, each arm against clip at the end and half-way (3 seeds: p is at least 0.25)."""
+    budget = root / "dcgan-budget-clip-s0" / "metrics.jsonl"
+    if budget.is_file():
+        rows = [json.loads(x) for x in budget.read_text().splitlines() if x.strip()]
+        done, hit = fd_reached(budget, 500)
+        cpu = max((r["cpu_time"], r["generator_step"]) for r in rows if "cpu_time" in r)
+        evals = ", ".join(f"{r['generator_step']:,}: {fmt(r['eval/fd'])}"
+                          for r in rows if "eval/fd" in r)
+        print("### Table II DCGAN: the budget search (plain clipping, seed 0)\n")
+        print(f"Scheduled eval FD (1,000 samples) by generator step: {evals}. FD < 500 "
+              + (f"first at step {hit:,}." if hit else "not reached.")
+              + f" {done:,} generator steps, {cpu[0] / cpu[1]:.2f} CPU-s each.\n")
+    if not (root / "dcgan-block" / "results.json").is_file():
         return
-    arms = sorted(runs, key=lambda a: (a != "clip", a))
-    if plot:
-        plot_dcgan(root / "dcgan", dirs, arms, runs, plot)
-    fds = {a: {r["generator_step"]: r["eval/fd"] for r in rows if "eval/fd" in r}
-           for a, rows in runs.items()}
-    print("### Table II DCGAN on CPU, seed 0 (exploratory: one seed)\n")
-    print("Scheduled eval FD (1,000 samples) by generator step.\n")
-    print("| generator step | " + " | ".join(arms) + " |\n|---" * (len(arms) + 1) + "|")
-    for g in sorted(set().union(*fds.values())):
-        print(f"| {g:,} | " + " | ".join(fmt(fds[a].get(g)) for a in arms) + " |")
-    print()
-    for a in arms:
-        done, hit = fd_reached(root / "dcgan" / dirs[a] / "metrics.jsonl", 500)
-        cpu = max((r["cpu_time"], r["generator_step"]) for r in runs[a] if "cpu_time" in r)
-        print(f"- {a}: {done:,} generator steps, {cpu[0] / cpu[1]:.2f} CPU-s each; eval FD < 500 "
-              + (f"first at step {hit:,}" if hit else "not reached"))
-
-def plot_dcgan(folder: Path, dirs: dict, arms: list[str], runs: dict, path: Path) -> None:
-    """Left: each arm's scheduled eval FD against generator steps. Right: each arm's samples at
-    the last step every arm has reached, so that the grids compare equal training."""
-    from wganlab.plotting import pyplot
-    plt = pyplot()
-    fig = plt.figure(figsize=(3.2 + 2.4 * len(arms), 3.4))
-    grid = fig.add_gridspec(1, len(arms) + 1, width_ratios=[1.6] + [1] * len(arms))
-    ax = fig.add_subplot(grid[0])
-    for a in arms:
-        pts = sorted((r["generator_step"], r["eval/fd"]) for r in runs[a] if "eval/fd" in r)
-        ax.plot(*zip(*pts), marker="o", ms=3, label=a)
-    ax.axhline(500, color="0.6", ls=":", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("generator step")
-    ax.set_ylabel("eval FD (log; lower is better)")
-    ax.legend(fontsize=7)
-    shown = [{int(f.stem.removeprefix("step_")) for f in (folder / dirs[a] / "samples").glob(
-        "step_*.png")} for a in arms]
-    common = max(set.intersection(*shown), default=None)
-    for i, a in enumerate(arms):
-        sx = fig.add_subplot(grid[i + 1])
-        sx.set_xticks([])
-        sx.set_yticks([])
-        sx.set_title(f"{a}, step {common:,}" if common else a, fontsize=8)
-        if common:
-            img = plt.imread(folder / dirs[a] / "samples" / f"step_{common:07d}.png")
-            sx.imshow(img, cmap="gray" if img.ndim == 2 else None)
-    fig.suptitle("Table II DCGAN, full MNIST, seed 0, on CPU", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
+    data = load_block(root / "dcgan-block", steps=(250,))
+    print("### Table II DCGAN: the block at that budget\n")
+    print("\n".join(arm_table(data)) + "\n")
+    lines = HEAD[:]
+    for arm in ("invclip-paper", "invclip-exact-bounded"):
+        for key, what in (("final/fd", ""), ("eval/fd@G250", ", eval FD at G-step 250")):
+            c = contrast(data, arm, "clip", key, n_boot)
+            if c:
+                lines += contrast_rows([c], [c["p"]], what)
+    print("\n".join(lines) + "\n")
 
 HEAD = ["| contrast | seeds | arm better on | median difference [95 % CI] | p | "
         "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
@@ -351,8 +319,6 @@ def main(argv=None) -> None:
     ap.add_argument("--best-control", action="store_true",
                     help="print the replications' control arm (its config name) and stop")
     ap.add_argument("--plot", type=Path, help="write the main block's per-seed FD figure here")
-    ap.add_argument("--dcgan-plot", type=Path,
-                    help="write the DCGAN runs' FD curves and samples figure here")
     ap.add_argument("--claims", nargs="?", const=Path("benchmarks/results/reproduction"),
                     type=Path, help="the earlier blocks' contrasts (folder of the blocks)")
     args = ap.parse_args(argv)
@@ -411,7 +377,7 @@ def main(argv=None) -> None:
     for block in ("fashion", "digits"):
         replication(root, block, control, args.boot, args.retuned)
     sensitivity(root, data, args.boot)
-    dcgan(root, args.dcgan_plot)
+    dcgan(root, args.boot)
 
 
 if __name__ == "__main__":
