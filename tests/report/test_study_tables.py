@@ -115,29 +115,21 @@ def test_fd_reached_gives_the_last_step_and_the_first_step_below_the_target(tmp_
     assert fd_reached(tmp_path / "missing.jsonl", 500) == (0, 0)
 
 
-def test_dcgan_runs_are_tabulated_by_step_with_the_first_step_below_500(tmp_path, capsys):
+
+def test_dcgan_budget_search_and_block_are_tabulated_against_clip(tmp_path, capsys):
     import json
 
-    import numpy as np
     from study_tables import dcgan
-
-    from wganlab.plotting import pyplot
-    plt = pyplot()
-    curves = {"dcgan-budget-clip-s0": [900.0, 450.0],
-              "dcgan-follow-invclip-paper-s0": [950.0, 800.0]}
-    for name, fds in curves.items():
-        d = tmp_path / "dcgan" / name
-        d.mkdir(parents=True)
-        rows = [{"generator_step": g, "cpu_time": 2.0 * g, "eval/fd": f}
-                for g, f in zip((250, 500), fds)]
-        (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-        (d / "samples").mkdir()
-        for g in (250, 500):
-            plt.imsave(d / "samples" / f"step_{g:07d}.png", np.zeros((8, 8)), cmap="gray")
-    dcgan(tmp_path, plot=tmp_path / "dcgan.png")
-    assert plt.imread(tmp_path / "dcgan.png").shape[1] > 400
+    d = tmp_path / "dcgan-budget-clip-s0"
+    d.mkdir()
+    rows = [{"generator_step": 250, "cpu_time": 500.0, "eval/fd": 900.0},
+            {"generator_step": 500, "cpu_time": 1000.0, "eval/fd": 450.0}]
+    (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    _block(tmp_path / "dcgan-block", {"clip": 400, "invclip-paper": 700,
+                                      "invclip-exact-bounded": 380}, [0, 1, 2])
+    dcgan(tmp_path, n_boot=200)
     out = capsys.readouterr().out
-    assert "| generator step | clip | invclip-paper |" in out
-    assert "| 250 | 900 | 950 |" in out and "| 500 | 450 | 800 |" in out
-    assert "- clip: 500 generator steps, 2.00 CPU-s each; eval FD < 500 first at step 500" in out
-    assert "- invclip-paper: 500 generator steps, 2.00 CPU-s each; eval FD < 500 not reached" in out
+    assert ("by generator step: 250: 900, 500: 450. FD < 500 first at step 500. 500 generator "
+            "steps, 2.00 CPU-s each.") in out
+    assert "| invclip-paper − clip | 3 | 0/3 | 300 [300, 300] | 0.25 |" in out
+    assert "| invclip-exact-bounded − clip | 3 | 3/3 | -20 [-20, -20] | 0.25 |" in out
