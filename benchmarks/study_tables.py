@@ -306,6 +306,15 @@ def dcgan(root: Path, n_boot: int) -> None:
             if c:
                 lines += contrast_rows([c], [c["p"]], what)
     print("\n".join(lines) + "\n")
+    runs = json.loads((root / "dcgan-block" / "results.json").read_text())["runs"]
+    for arm in ("invclip-paper", "invclip-exact-bounded"):
+        fins = [r["final"] for r in runs if r["constraint"] == arm and r.get("ok")]
+        layers = sorted({k for f in fins for k in f if k.startswith("invclip/drift_median_L")})
+        drift = {k.rsplit("_", 1)[1]: statistics.median(f[k] for f in fins if k in f)
+                 for k in layers}
+        if drift:
+            print(f"- {arm}: accumulated log d of the median unit at the end, per layer "
+                  "(median over seeds): " + ", ".join(f"{k} {v:+.2f}" for k, v in drift.items()))
 
 HEAD = ["| contrast | seeds | arm better on | median difference [95 % CI] | p | "
         "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]

@@ -126,10 +126,13 @@ def test_dcgan_budget_search_and_block_are_tabulated_against_clip(tmp_path, caps
             {"generator_step": 500, "cpu_time": 1000.0, "eval/fd": 450.0}]
     (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     _block(tmp_path / "dcgan-block", {"clip": 400, "invclip-paper": 700,
-                                      "invclip-exact-bounded": 380}, [0, 1, 2])
+                                      "invclip-exact-bounded": 380}, [0, 1, 2],
+           {"invclip/drift_median_L0": -1.5, "invclip/drift_median_L1": 4.0})
     dcgan(tmp_path, n_boot=200)
     out = capsys.readouterr().out
     assert ("by generator step: 250: 900, 500: 450. FD < 500 first at step 500. 500 generator "
             "steps, 2.00 CPU-s each.") in out
     assert "| invclip-paper − clip | 3 | 0/3 | 300 [300, 300] | 0.25 |" in out
     assert "| invclip-exact-bounded − clip | 3 | 3/3 | -20 [-20, -20] | 0.25 |" in out
+    assert "- invclip-paper: accumulated log d of the median unit at the end, per layer " \
+        "(median over seeds): L0 -1.50, L1 +4.00" in out
