@@ -64,20 +64,23 @@ replicate() {  # replicate <block> [--set ...]: clip, bounded and $CONTROL on an
   arm "$CONTROL" "$REPLICATION_SEEDS" "$OUT/$block-control" "$@"
 }
 
-# the DCGAN blocks: one run (seed 0) trained, or resumed, up to a number of generator steps
+# the DCGAN blocks' common set-up: the paper's model, full MNIST, no warm-up, an eval every $CHUNK
 CHUNK=${CHUNK:-250} FD_OK=${FD_OK:-500} MAX_STEPS=${MAX_STEPS:-4000}
-dcgan_chunk() {  # dcgan_chunk <constraint> <dir> <generator steps>
-  local cons=$1 d=$2 steps=$3
+DCGAN_KEYS=(--set data.name=mnist --set data.dir="$MNIST_DIR" --set train.amp="${AMP:-false}"
+            --set train.tensorboard=false --set train.progress=false
+            --set train.warmup_generator_steps=0 --set train.warmup_every=0
+            --set train.diagnostics_every=0 --set train.log_every=25
+            --set train.sample_every="$CHUNK" --set train.eval_every="$CHUNK"
+            --set train.eval_samples=1000)
+
+dcgan_chunk() {  # dcgan_chunk <constraint> <dir> <generator steps>: one seed-0 run, trained or
+  local cons=$1 d=$2 steps=$3  # resumed up to that many generator steps
   if [ -d "$d/checkpoints" ]; then
     $PY -m wganlab train --resume "$d" --set train.generator_steps="$steps"
   else
     $PY -m wganlab train --config mnist_dcgan --out "$d" --set train.generator_steps="$steps" \
-      --set data.name=mnist --set data.dir="$MNIST_DIR" --set train.threads=1 \
-      --set train.amp="${AMP:-false}" --set train.tensorboard=false \
-      --set train.progress=false --set train.warmup_generator_steps=0 \
-      --set train.warmup_every=0 --set train.diagnostics_every=0 --set train.log_every=25 \
-      --set train.sample_every="$CHUNK" --set train.eval_every="$CHUNK" \
-      --set train.eval_samples=1000 --set constraint.name="$cons" --set seed=0 "${EXTRA[@]}"
+      "${DCGAN_KEYS[@]}" --set train.threads=1 --set constraint.name="$cons" --set seed=0 \
+      "${EXTRA[@]}"
   fi
 }
 
@@ -117,12 +120,7 @@ case "$BLOCK" in
     $PY -m wganlab compare --config mnist_dcgan \
       --constraints clip,invclip-paper,invclip-exact-bounded --seeds "${DCGAN_SEEDS:-0,1,2}" \
       --generator-steps "$STEPS" --out "$OUT/dcgan-block" --threads 1 --jobs "${JOBS:-1}" \
-      --set data.name=mnist --set data.dir="$MNIST_DIR" --set train.amp="${AMP:-false}" \
-      --set train.tensorboard=false --set train.progress=false \
-      --set train.warmup_generator_steps=0 --set train.warmup_every=0 \
-      --set train.diagnostics_every=0 --set train.log_every=25 \
-      --set train.sample_every="$CHUNK" --set train.eval_every="$CHUNK" \
-      --set train.eval_samples=1000 --eval-samples 2000 --threshold "eval/fd<$FD_OK" \
+      "${DCGAN_KEYS[@]}" --eval-samples 2000 --threshold "eval/fd<$FD_OK" \
       "${EXTRA[@]}" ;;
   *) echo "usage: $0 tune|main|fashion|digits|sensitivity|dcgan-budget|dcgan [compare options]" >&2
      exit 2 ;;

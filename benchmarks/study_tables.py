@@ -294,9 +294,10 @@ def dcgan(root: Path, n_boot: int) -> None:
         print(f"Scheduled eval FD (1,000 samples) by generator step: {evals}. FD < 500 "
               + (f"first at step {hit:,}." if hit else "not reached.")
               + f" {done:,} generator steps, {cpu[0] / cpu[1]:.2f} CPU-s each.\n")
-    if not (root / "dcgan-block" / "results.json").is_file():
+    block = root / "dcgan-block"
+    if not (block / "results.json").is_file():
         return
-    data = load_block(root / "dcgan-block", steps=(250,))
+    data = load_block(block, steps=(250,))
     print("### Table II DCGAN: the block at that budget\n")
     print("\n".join(arm_table(data)) + "\n")
     lines = HEAD[:]
@@ -306,7 +307,7 @@ def dcgan(root: Path, n_boot: int) -> None:
             if c:
                 lines += contrast_rows([c], [c["p"]], what)
     print("\n".join(lines) + "\n")
-    runs = json.loads((root / "dcgan-block" / "results.json").read_text())["runs"]
+    runs = json.loads((block / "results.json").read_text())["runs"]
     for arm in ("invclip-paper", "invclip-exact-bounded"):
         fins = [r["final"] for r in runs if r["constraint"] == arm and r.get("ok")]
         layers = sorted({k for f in fins for k in f if k.startswith("invclip/drift_median_L")})
@@ -315,6 +316,7 @@ def dcgan(root: Path, n_boot: int) -> None:
         if drift:
             print(f"- {arm}: accumulated log d of the median unit at the end, per layer "
                   "(median over seeds): " + ", ".join(f"{k} {v:+.2f}" for k, v in drift.items()))
+
 
 HEAD = ["| contrast | seeds | arm better on | median difference [95 % CI] | p | "
         "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]

@@ -115,7 +115,6 @@ def test_fd_reached_gives_the_last_step_and_the_first_step_below_the_target(tmp_
     assert fd_reached(tmp_path / "missing.jsonl", 500) == (0, 0)
 
 
-
 def test_dcgan_budget_search_and_block_are_tabulated_against_clip(tmp_path, capsys):
     import json
 
